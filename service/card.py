@@ -1,0 +1,183 @@
+"""The model card: the one contract between the export tool and the service.
+
+`gan-export` writes a card for every model-repository entry, both as `model.json` next to
+`model.onnx` and inside the ONNX file's `metadata_props` (key `METADATA_KEY`). The service reads
+only the card to know how to call a model. This module imports nothing heavy (pydantic only) so
+that both packages can use it; the serving image has no TensorFlow.
+
+Repository layout::
+
+    <repo>/<name>/model.onnx        fp32 graph, float32 input and output
+    <repo>/<name>/model.fp16.onnx   optional fp16 graph with float32 I/O
+    <repo>/<name>/model.json        this card
+    <repo>/<name>/preview.png       source row above ONNX row, for a person to look at
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+CARD_FILENAME = "model.json"
+MODEL_FILENAME = "model.onnx"
+FP16_MODEL_FILENAME = "model.fp16.onnx"
+PREVIEW_FILENAME = "preview.png"
+METADATA_KEY = "gan_serve.model_card"
+
+#: Names a repository entry may have: they become URL path parts and directory names.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
+
+ModelKind = Literal["generator", "upscaler"]
+Layout = Literal["NHWC", "NCHW"]
+LatentDistribution = Literal["normal", "uniform"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ValueRange(_Frozen):
+    """The closed interval pixel values live in, e.g. [-1, 1] for tanh, [0, 255] for raw bytes."""
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValueRange:
+        if not self.high > self.low:
+            raise ValueError(f"value range high ({self.high}) must exceed low ({self.low})")
+        return self
+
+
+class ParityCase(_Frozen):
+    """Source model vs ONNX model on one input shape."""
+
+    input_shape: list[int]
+    max_abs_error: float
+    mean_abs_error: float
+
+
+class Parity(_Frozen):
+    """Verification figures from export time: the export fails above `tolerance`."""
+
+    tolerance: float
+    max_abs_error: float
+    cases: list[ParityCase]
+    passes: dict[str, float] = Field(
+        default_factory=dict,
+        description="max abs error after each graph pass, against the graph before it",
+    )
+
+
+class Fp16Variant(_Frozen):
+    """An fp16 graph with float32 I/O stored beside the fp32 one."""
+
+    file: str = FP16_MODEL_FILENAME
+    psnr_db: float
+    min_psnr_db: float
+    accepted: bool
+
+
+class Source(_Frozen):
+    """Where the exported model came from."""
+
+    path: str
+    format: Literal["keras", "h5", "savedmodel", "weights", "builtin"]
+    sha256: str
+    architecture: str | None = None
+
+
+class ModelCard(_Frozen):
+    """Everything the service needs to call a model, and how it was verified."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
+    kind: ModelKind
+    description: str = ""
+    demo_weights: bool = Field(
+        default=False,
+        description="untrained demo weights: the images show the architecture works, nothing more",
+    )
+
+    file: str = MODEL_FILENAME
+    input_name: str
+    output_name: str
+    input_shape: list[int | None] = Field(description="ONNX input shape; None marks a dynamic axis")
+    output_shape: list[int | None] = Field(description="ONNX output shape; None marks a dynamic axis")
+    layout: Layout = Field(default="NHWC", description="layout of image tensors at the graph's I/O")
+
+    channels: int = Field(ge=1, le=4, description="channels of the output image (1 = grayscale)")
+    height: int | None = Field(default=None, ge=1, description="output height; generators only")
+    width: int | None = Field(default=None, ge=1, description="output width; generators only")
+    flat_output: bool = Field(
+        default=False, description="output is (N, H*W*C) and must be reshaped to (N, H, W, C)"
+    )
+    output_range: ValueRange = ValueRange(low=-1.0, high=1.0)
+
+    latent_size: int | None = Field(default=None, ge=1)
+    latent_distribution: LatentDistribution = "normal"
+
+    scale: int | None = Field(default=None, ge=1, description="upscale factor; upscalers only")
+    input_range: ValueRange | None = Field(
+        default=None, description="range the upscaler expects its input in"
+    )
+    input_channels: int | None = Field(default=None, ge=1, le=4)
+
+    source: Source
+    tools: dict[str, str] = Field(default_factory=dict)
+    opset: int
+    graph_passes: list[str] = Field(default_factory=list)
+    parity: Parity
+    fp16: Fp16Variant | None = None
+    created: str = Field(description="ISO 8601 UTC time of export")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        if self.kind == "generator":
+            missing = [f for f in ("latent_size", "height", "width") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"a generator card needs {', '.join(missing)}")
+        else:
+            missing = [f for f in ("scale", "input_range", "input_channels") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"an upscaler card needs {', '.join(missing)}")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelCard:
+        return cls.model_validate_json(text)
+
+
+def is_valid_model_name(name: str) -> bool:
+    """True if `name` may name a repository entry (and so a directory and a URL part)."""
+    return bool(_MODEL_NAME_RE.fullmatch(name))
+
+
+def read_card(entry_dir: Path) -> ModelCard:
+    """Read `<entry_dir>/model.json`; raises `ValueError` with the path when it is not a valid card."""
+    path = entry_dir / CARD_FILENAME
+    try:
+        return ModelCard.from_json(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a valid model card: {exc}") from exc
+
+
+def write_card(entry_dir: Path, card: ModelCard) -> Path:
+    """Write `<entry_dir>/model.json` and return its path."""
+    path = entry_dir / CARD_FILENAME
+    path.write_text(card.to_json() + "\n", encoding="utf-8")
+    return path
+
+
+def card_to_metadata(card: ModelCard) -> dict[str, str]:
+    """The `metadata_props` entries that carry the card inside the ONNX file."""
+    return {METADATA_KEY: json.dumps(card.model_dump(mode="json"), separators=(",", ":"))}
