@@ -1,0 +1,423 @@
+"""Dynamic batching: merge concurrent requests into one model call, hand each its own rows back.
+
+Modelled on Ray Serve's ``batching.py`` (a queue that groups calls, checks the output count
+matches, hands every waiter its own result or the shared error) and Triton's dynamic batcher
+(``max_batch_size``, ``max_queue_delay``, ``max_queue_size``). Knows nothing about HTTP or
+onnxruntime: it batches numpy arrays for any ``(stacked rows) -> (stacked rows)`` function.
+
+Behaviour, in the words a caller needs:
+
+* ``await batcher.submit(rows)`` takes an array of ``k >= 1`` rows (axis 0) and returns the ``k``
+  output rows for them, in order.
+* Rows are the unit of batching. A batch is sent as soon as it holds ``max_batch_size`` rows, or
+  when its oldest row has waited ``max_queue_delay_ms``, whichever comes first; while the model is
+  busy (``max_concurrent_batches`` calls already running) rows keep queuing, so load itself makes
+  batches bigger. Batches are filled exactly: a request may be split across consecutive batches
+  (its rows stay in order and it completes when its last row does), so a request larger than
+  ``max_batch_size`` is fine.
+* Only rows with the same trailing shape and dtype are merged (the tiles of one image, same-size
+  tiles of concurrent images, latent vectors of one generator).
+* A failed batch holding several requests is re-run one request at a time, so a request that
+  breaks the model fails alone and the others still get their rows. An output whose row count
+  does not match its input fails every member with `BatchOutputMismatch`. The batcher keeps
+  working after any error.
+* At most ``max_queue_size`` requests wait (those not yet wholly inside a running batch); the next
+  one gets `QueueFull`, which carries a ``retry_after`` estimate in whole seconds (HTTP 503 +
+  ``Retry-After``).
+* ``close()`` stops intake and either drains what is queued or fails it with `BatcherClosed`.
+
+Errors, in the service's one tree (`service.errors`)::
+
+    ServiceError
+    ├── QueueFull               503 queue_full (+ Retry-After)
+    ├── NotReady
+    │   └── BatcherClosed       503 not_ready
+    └── InferenceError
+        └── BatchOutputMismatch 500 inference_failed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import InferenceError, NotReady, ServiceError
+
+Array = npt.NDArray[Any]
+BatchFunction = Callable[[Array], Array] | Callable[[Array], Awaitable[Array]]
+
+
+class Observer(Protocol):
+    """Anything with ``observe(value)``, e.g. a `prometheus_client.Histogram` (or one of its labels)."""
+
+    def observe(self, amount: float) -> None: ...
+
+
+class QueueFull(ServiceError):
+    """Too many requests are waiting for the model: try again after `retry_after` seconds."""
+
+    status_code = 503
+    code = "queue_full"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BatcherClosed(NotReady):
+    """The service is shutting down and stopped taking work before the request ran."""
+
+
+class BatchOutputMismatch(InferenceError):
+    """The model returned a different number of rows than it was given."""
+
+
+@dataclass(eq=False)
+class _Request:
+    """One `submit` call: its rows, its future, and the output parts received so far."""
+
+    rows: Array
+    future: asyncio.Future[Array]
+    enqueued_at: float
+    key: tuple[tuple[int, ...], str]
+    queued: bool = True
+    started: bool = False
+    taken: int = 0
+    done_rows: int = 0
+    parts: dict[int, Array] = field(default_factory=dict)
+
+    def deliver(self, start: int, out: Array) -> None:
+        if self.future.done():
+            return
+        self.parts[start] = out
+        self.done_rows += len(out)
+        if self.done_rows == len(self.rows):
+            if len(self.parts) == 1:
+                result = out
+            else:
+                result = np.concatenate([self.parts[s] for s in sorted(self.parts)])
+            self.parts.clear()
+            self.future.set_result(result)
+
+    def fail(self, exc: BaseException) -> None:
+        self.parts.clear()
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass(eq=False)
+class _Piece:
+    """Rows ``start:stop`` of a request, as placed into one batch."""
+
+    request: _Request
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> Array:
+        return self.request.rows[self.start : self.stop]
+
+
+@dataclass(eq=False)
+class _Group:
+    """Queued requests whose rows can share a batch (same trailing shape and dtype)."""
+
+    requests: deque[_Request] = field(default_factory=deque)
+    rows: int = 0
+
+
+class DynamicBatcher:
+    """Merges concurrent `submit` calls into batches for one batch function; see the module doc."""
+
+    def __init__(
+        self,
+        batch_function: BatchFunction,
+        *,
+        max_batch_size: int = 64,
+        max_queue_delay_ms: float = 2.0,
+        max_queue_size: int = 1024,
+        max_concurrent_batches: int = 1,
+        executor: Executor | None = None,
+        name: str = "batcher",
+        batch_size_observer: Observer | None = None,
+        queue_time_observer: Observer | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_queue_delay_ms < 0:
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms}")
+        if max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
+        self._async_function: Callable[[Array], Awaitable[Array]] | None = None
+        self._sync_function: Callable[[Array], Array] | None = None
+        if inspect.iscoroutinefunction(batch_function):
+            self._async_function = cast("Callable[[Array], Awaitable[Array]]", batch_function)
+        else:
+            self._sync_function = cast("Callable[[Array], Array]", batch_function)
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_ms / 1000.0
+        self.max_queue_size = max_queue_size
+        self.max_concurrent_batches = max_concurrent_batches
+        self.name = name
+        self._executor = executor
+        self._batch_size_observer = batch_size_observer
+        self._queue_time_observer = queue_time_observer
+
+        self._groups: dict[tuple[tuple[int, ...], str], _Group] = {}
+        self._waiting = 0
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arrival: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        # Smoothed seconds per batch, for the Retry-After estimate.
+        self._batch_seconds = 0.0
+
+    @property
+    def queued_requests(self) -> int:
+        """Requests waiting for a batch (not yet wholly inside a running one)."""
+        return self._waiting
+
+    @property
+    def running_batches(self) -> int:
+        """Batch calls in progress."""
+        return len(self._running)
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    async def submit(self, rows: Array) -> Array:
+        """Run `rows` (k >= 1 rows along axis 0) through the batch function; return its k output rows."""
+        if self._closing:
+            raise BatcherClosed(f"{self.name}: shutting down, not accepting requests")
+        if rows.ndim < 1 or rows.shape[0] < 1:
+            raise ValueError(f"{self.name}: submit needs at least one row, got shape {rows.shape}")
+        if self._waiting >= self.max_queue_size:
+            raise QueueFull(
+                f"{self.name}: {self._waiting} requests already queued (max_queue_size "
+                f"{self.max_queue_size}); retry later",
+                retry_after=self._retry_after(),
+            )
+        loop = self._ensure_started()
+        key = (tuple(rows.shape[1:]), rows.dtype.str)
+        request = _Request(rows=rows, future=loop.create_future(), enqueued_at=time.monotonic(), key=key)
+        group = self._groups.setdefault(key, _Group())
+        group.requests.append(request)
+        group.rows += len(rows)
+        self._waiting += 1
+        request.future.add_done_callback(lambda _: self._forget(request))
+        assert self._arrival is not None
+        self._arrival.set()
+        return await request.future
+
+    async def close(self, *, drain: bool = True) -> None:
+        """Stop intake; finish what is queued (`drain`) or fail it with `BatcherClosed`; then return."""
+        self._closing = True
+        if not drain:
+            error = BatcherClosed(f"{self.name}: shut down before the request ran")
+            for group in list(self._groups.values()):
+                for request in list(group.requests):
+                    request.fail(error)
+                    self._forget(request)
+        if self._arrival is not None:
+            self._arrival.set()
+        if self._dispatcher is not None:
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def __aenter__(self) -> DynamicBatcher:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            # Created lazily: asyncio primitives belong to the loop that first uses them.
+            self._loop = loop
+            self._arrival = asyncio.Event()
+            self._slots = asyncio.Semaphore(self.max_concurrent_batches)
+            self._dispatcher = loop.create_task(self._dispatch_forever(), name=f"{self.name}-dispatch")
+        elif self._loop is not loop:
+            raise RuntimeError(f"{self.name}: used from a second event loop")
+        return loop
+
+    def _forget(self, request: _Request) -> None:
+        """Drop a finished (e.g. cancelled) request from the queue if it is still there."""
+        if not request.queued:
+            return
+        request.queued = False
+        self._waiting -= 1
+        group = self._groups.get(request.key)
+        if group is not None:
+            with contextlib.suppress(ValueError):
+                group.requests.remove(request)
+                group.rows -= len(request.rows) - request.taken
+            if not group.requests:
+                del self._groups[request.key]
+
+    def _retry_after(self) -> int:
+        per_batch = self._batch_seconds or 0.05
+        batches = math.ceil(self._waiting / max(1, self.max_concurrent_batches)) + 1
+        return max(1, math.ceil(per_batch * batches))
+
+    async def _dispatch_forever(self) -> None:
+        try:
+            await self._dispatch_loop()
+        except BaseException as exc:
+            # Never leave callers waiting on a dead dispatcher.
+            self._closing = True
+            error = BatcherClosed(f"{self.name}: dispatcher stopped: {exc!r}")
+            for group in list(self._groups.values()):
+                for request in list(group.requests):
+                    request.fail(error)
+                    self._forget(request)
+            raise
+
+    async def _dispatch_loop(self) -> None:
+        assert self._slots is not None
+        while True:
+            await self._slots.acquire()
+            key = await self._next_ready_group()
+            if key is None:
+                self._slots.release()
+                return
+            pieces = self._take(key)
+            if not pieces:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run(pieces))
+            self._running.add(task)
+            task.add_done_callback(self._batch_finished)
+
+    def _batch_finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        assert self._slots is not None
+        self._slots.release()
+
+    async def _next_ready_group(self) -> tuple[tuple[int, ...], str] | None:
+        """Wait until some group should be sent now; None once closing with nothing left."""
+        assert self._arrival is not None
+        while True:
+            self._arrival.clear()
+            ready: tuple[tuple[int, ...], str] | None = None
+            earliest = math.inf
+            for key, group in self._groups.items():
+                if not group.requests:
+                    continue
+                if group.rows >= self.max_batch_size or self._closing:
+                    return key
+                deadline = group.requests[0].enqueued_at + self.max_queue_delay_s
+                if deadline < earliest:
+                    ready, earliest = key, deadline
+            if ready is None:
+                if self._closing:
+                    return None
+                await self._arrival.wait()
+                continue
+            timeout = earliest - time.monotonic()
+            if timeout <= 0:
+                return ready
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrival.wait(), timeout)
+
+    def _take(self, key: tuple[tuple[int, ...], str]) -> list[_Piece]:
+        """Pop up to `max_batch_size` rows from one group, oldest first, splitting the last request."""
+        group = self._groups[key]
+        pieces: list[_Piece] = []
+        room = self.max_batch_size
+        now = time.monotonic()
+        while room and group.requests:
+            request = group.requests[0]
+            if request.future.done():
+                self._forget(request)
+                continue
+            start = request.taken
+            stop = min(len(request.rows), start + room)
+            pieces.append(_Piece(request, start, stop))
+            request.taken = stop
+            group.rows -= stop - start
+            room -= stop - start
+            if not request.started:
+                request.started = True
+                if self._queue_time_observer is not None:
+                    self._queue_time_observer.observe(now - request.enqueued_at)
+            if stop == len(request.rows):
+                group.requests.popleft()
+                request.queued = False
+                self._waiting -= 1
+        if not group.requests:
+            self._groups.pop(key, None)
+        return pieces
+
+    async def _run(self, pieces: list[_Piece]) -> None:
+        """Run one batch and hand out its rows; on failure isolate the culprit request by request."""
+        try:
+            outputs = await self._call([p.rows for p in pieces])
+        except BatchOutputMismatch as exc:
+            for piece in pieces:
+                piece.request.fail(exc)
+            return
+        except Exception as exc:
+            if len({id(p.request) for p in pieces}) == 1:
+                for piece in pieces:
+                    piece.request.fail(exc)
+                return
+            # One bad request must not sink its neighbours: re-run each on its own.
+            for piece in pieces:
+                if piece.request.future.done():
+                    continue
+                try:
+                    (alone,) = await self._call([piece.rows])
+                except Exception as piece_exc:
+                    piece.request.fail(piece_exc)
+                else:
+                    piece.request.deliver(piece.start, alone)
+            return
+        for piece, out in zip(pieces, outputs, strict=True):
+            piece.request.deliver(piece.start, out)
+
+    async def _call(self, parts: list[Array]) -> list[Array]:
+        """Stack `parts`, call the batch function once, check the row count, split the output."""
+        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if self._batch_size_observer is not None:
+            self._batch_size_observer.observe(len(batch))
+        started = time.monotonic()
+        result: object
+        if self._async_function is not None:
+            result = await self._async_function(batch)
+        else:
+            assert self._sync_function is not None
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, self._sync_function, batch)
+        elapsed = time.monotonic() - started
+        previous = self._batch_seconds or elapsed
+        self._batch_seconds = 0.8 * previous + 0.2 * elapsed
+        if not isinstance(result, np.ndarray) or result.ndim < 1 or result.shape[0] != len(batch):
+            got = f"shape {result.shape}" if isinstance(result, np.ndarray) else type(result).__name__
+            raise BatchOutputMismatch(
+                f"{self.name}: batch function returned {got} for a batch of {len(batch)} rows"
+            )
+        outputs: list[Array] = []
+        offset = 0
+        for part in parts:
+            outputs.append(result[offset : offset + len(part)])
+            offset += len(part)
+        return outputs

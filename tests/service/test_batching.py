@@ -1,0 +1,359 @@
+"""DynamicBatcher: what callers see when their requests share batches. Behaviour only, no timings."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from service.batching import BatcherClosed, BatchOutputMismatch, DynamicBatcher, QueueFull
+from service.errors import InferenceError, NotReady, ServiceError
+
+pytestmark = pytest.mark.anyio
+
+# Generous bound so a broken batcher fails the test instead of hanging it; never a timing assert.
+HANG = 30.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Recorder:
+    """A real numpy batch function (y = 2x + 1 per row) that records each batch it sees."""
+
+    def __init__(self, fail_on_nan: bool = False) -> None:
+        self.batches: list[np.ndarray] = []
+        self.fail_on_nan = fail_on_nan
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(batch.copy())
+        self.entered.set()
+        self.gate.wait(HANG)
+        if self.fail_on_nan and np.isnan(batch).any():
+            raise ValueError("model input holds NaN")
+        return batch * 2.0 + 1.0
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(b) for b in self.batches]
+
+
+def rows(n: int, start: float = 0.0, width: int = 3) -> np.ndarray:
+    return (np.arange(n * width, dtype=np.float32).reshape(n, width) + start).astype(np.float32)
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(poll(), HANG)
+
+
+async def hold_first_batch(batcher: DynamicBatcher, fn: Recorder) -> asyncio.Task[np.ndarray]:
+    """Start a one-row request and keep its batch running until `fn.gate` is set."""
+    fn.gate.clear()
+    fn.entered.clear()
+    first = asyncio.create_task(batcher.submit(rows(1, start=-100)))
+    await wait_until(fn.entered.is_set)
+    return first
+
+
+async def test_concurrent_requests_share_a_batch_and_each_gets_its_own_rows() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    inputs = [rows(k, start=100 * i) for i, k in enumerate([1, 2, 3, 1, 4, 1, 2, 2])]
+    tasks = [asyncio.create_task(batcher.submit(x)) for x in inputs]
+    await wait_until(lambda: batcher.queued_requests == len(inputs))
+    fn.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *tasks), HANG)
+
+    assert fn.sizes == [1, sum(len(x) for x in inputs)]
+    for x, y in zip(inputs, results[1:], strict=True):
+        np.testing.assert_array_equal(y, x * 2.0 + 1.0)
+    await batcher.close()
+
+
+async def test_a_full_batch_is_sent_without_waiting_for_the_delay() -> None:
+    fn = Recorder()
+    # A delay far beyond the test's bound: the batch can only go out because it is full.
+    batcher = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_ms=10 * HANG * 1000)
+    inputs = [rows(1, start=i) for i in range(8)]
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(x) for x in inputs)), HANG)
+    assert fn.sizes == [8]
+    for x, y in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(y, x * 2.0 + 1.0)
+    await batcher.close()
+
+
+async def test_a_lone_request_is_flushed_after_the_max_delay() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=5)
+    x = rows(1)
+    y = await asyncio.wait_for(batcher.submit(x), HANG)
+    np.testing.assert_array_equal(y, x * 2.0 + 1.0)
+    assert fn.sizes == [1]
+    await batcher.close()
+
+
+async def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=4, max_queue_delay_ms=0)
+    x = rows(10)
+    y = await asyncio.wait_for(batcher.submit(x), HANG)
+    np.testing.assert_array_equal(y, x * 2.0 + 1.0)
+    assert fn.sizes == [4, 4, 2]
+    await batcher.close()
+
+
+async def test_batches_are_filled_exactly_across_request_boundaries() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=4, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    inputs = [rows(3, start=10 * i) for i in range(4)]
+    tasks = [asyncio.create_task(batcher.submit(x)) for x in inputs]
+    await wait_until(lambda: batcher.queued_requests == len(inputs))
+    fn.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+    await first
+    assert fn.sizes == [1, 4, 4, 4]
+    for x, y in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(y, x * 2.0 + 1.0)
+    await batcher.close()
+
+
+async def test_a_bad_request_fails_alone_and_the_batcher_keeps_working() -> None:
+    fn = Recorder(fail_on_nan=True)
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    good = [rows(2, start=i) for i in range(3)]
+    bad = rows(2)
+    bad[1, 0] = np.nan
+    tasks = [asyncio.create_task(batcher.submit(x)) for x in [good[0], bad, good[1], good[2]]]
+    await wait_until(lambda: batcher.queued_requests == 4)
+    fn.gate.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), HANG)
+    await first
+
+    assert isinstance(outcomes[1], ValueError)
+    assert "NaN" in str(outcomes[1])
+    for x, y in zip(good, [outcomes[0], outcomes[2], outcomes[3]], strict=True):
+        assert isinstance(y, np.ndarray)
+        np.testing.assert_array_equal(y, x * 2.0 + 1.0)
+
+    later = await asyncio.wait_for(batcher.submit(rows(1)), HANG)
+    np.testing.assert_array_equal(later, rows(1) * 2.0 + 1.0)
+    await batcher.close()
+
+
+async def test_a_failing_batch_of_one_request_reports_the_model_error() -> None:
+    def broken(batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("session run failed")
+
+    batcher = DynamicBatcher(broken, max_batch_size=8, max_queue_delay_ms=0)
+    with pytest.raises(RuntimeError, match="session run failed"):
+        await asyncio.wait_for(batcher.submit(rows(3)), HANG)
+    await batcher.close()
+
+
+async def test_an_output_with_the_wrong_row_count_fails_every_member_clearly() -> None:
+    fn = Recorder()
+
+    def drops_a_row(batch: np.ndarray) -> np.ndarray:
+        return fn(batch)[1:]
+
+    batcher = DynamicBatcher(drops_a_row, max_batch_size=64, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    tasks = [asyncio.create_task(batcher.submit(rows(2, start=i))) for i in range(3)]
+    await wait_until(lambda: batcher.queued_requests == 3)
+    fn.gate.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(first, *tasks, return_exceptions=True), HANG)
+    for outcome in outcomes:
+        assert isinstance(outcome, BatchOutputMismatch)
+        assert isinstance(outcome, InferenceError)
+    assert "returned shape (5, 3) for a batch of 6 rows" in str(outcomes[1])
+    await batcher.close()
+
+
+async def test_a_full_queue_refuses_with_a_retry_after() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0, max_queue_size=2)
+    first = await hold_first_batch(batcher, fn)
+    queued = [asyncio.create_task(batcher.submit(rows(1, start=i))) for i in range(2)]
+    await wait_until(lambda: batcher.queued_requests == 2)
+
+    with pytest.raises(QueueFull) as refused:
+        await batcher.submit(rows(1))
+    assert refused.value.status_code == 503
+    assert isinstance(refused.value, ServiceError)
+    assert refused.value.retry_after >= 1
+    assert "max_queue_size 2" in str(refused.value)
+
+    fn.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *queued), HANG)
+    # Room again once the queue has drained.
+    await asyncio.wait_for(batcher.submit(rows(1)), HANG)
+    await batcher.close()
+
+
+async def test_only_rows_of_the_same_shape_share_a_batch() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    rng = np.random.default_rng(0)
+    small = [rng.random((4, 8, 8, 3), dtype=np.float32) for _ in range(2)]  # tiles of two images
+    large = [rng.random((2, 16, 16, 3), dtype=np.float32) for _ in range(2)]
+    inputs = [small[0], large[0], small[1], large[1]]
+    tasks = [asyncio.create_task(batcher.submit(x)) for x in inputs]
+    await wait_until(lambda: batcher.queued_requests == 4)
+    fn.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+    await first
+
+    shapes = sorted(b.shape for b in fn.batches[1:])
+    assert shapes == [(4, 16, 16, 3), (8, 8, 8, 3)]
+    for x, y in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(y, x * 2.0 + 1.0)
+    await batcher.close()
+
+
+async def test_a_cancelled_request_never_reaches_the_model() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    kept = asyncio.create_task(batcher.submit(rows(1, start=1)))
+    dropped = asyncio.create_task(batcher.submit(rows(5, start=2)))
+    await wait_until(lambda: batcher.queued_requests == 2)
+    dropped.cancel()
+    await wait_until(lambda: batcher.queued_requests == 1)
+    fn.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, kept), HANG)
+    assert fn.sizes == [1, 1]
+    await batcher.close()
+
+
+async def test_close_drains_queued_requests_then_refuses_new_ones() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    queued = asyncio.create_task(batcher.submit(rows(2)))
+    await wait_until(lambda: batcher.queued_requests == 1)
+    closing = asyncio.create_task(batcher.close())
+    await wait_until(lambda: batcher.closed)
+    with pytest.raises(BatcherClosed):
+        await batcher.submit(rows(1))
+    fn.gate.set()
+    await asyncio.wait_for(closing, HANG)
+    np.testing.assert_array_equal(await queued, rows(2) * 2.0 + 1.0)
+    await first
+
+
+async def test_close_without_drain_fails_queued_requests_as_not_ready() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    queued = asyncio.create_task(batcher.submit(rows(2)))
+    await wait_until(lambda: batcher.queued_requests == 1)
+    closing = asyncio.create_task(batcher.close(drain=False))
+    with pytest.raises(BatcherClosed) as refused:
+        await asyncio.wait_for(queued, HANG)
+    assert isinstance(refused.value, NotReady)
+    assert refused.value.status_code == 503
+    fn.gate.set()
+    await asyncio.wait_for(asyncio.gather(closing, first), HANG)
+    assert fn.sizes == [1]
+
+
+async def test_metrics_see_every_batch_size_and_queue_time() -> None:
+    class Collect:
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def observe(self, amount: float) -> None:
+            self.values.append(amount)
+
+    sizes, waits = Collect(), Collect()
+    fn = Recorder()
+    batcher = DynamicBatcher(
+        fn, max_batch_size=4, max_queue_delay_ms=0, batch_size_observer=sizes, queue_time_observer=waits
+    )
+    await asyncio.wait_for(batcher.submit(rows(6)), HANG)
+    await asyncio.wait_for(batcher.submit(rows(1)), HANG)
+    assert sizes.values == [4, 2, 1]
+    assert len(waits.values) == 2  # one per request, however many batches it spans
+    assert all(w >= 0 for w in waits.values)
+    await batcher.close()
+
+
+async def test_an_async_batch_function_is_awaited() -> None:
+    seen: list[int] = []
+
+    async def double(batch: np.ndarray) -> np.ndarray:
+        seen.append(len(batch))
+        await asyncio.sleep(0)
+        return batch * 2
+
+    batcher = DynamicBatcher(double, max_batch_size=16, max_queue_delay_ms=10 * HANG * 1000)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(batcher.submit(rows(4, start=i)) for i in range(4))), HANG
+    )
+    assert seen == [16]
+    for i, y in enumerate(results):
+        np.testing.assert_array_equal(y, rows(4, start=i) * 2)
+    await batcher.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ONNX graph, y = tanh(x @ W), with a dynamic batch axis."""
+    weights = np.linspace(-1, 1, 8 * 5, dtype=np.float32).reshape(8, 5)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Tanh", ["h"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        initializer=[helper.make_tensor("W", TensorProto.FLOAT, [8, 5], weights.ravel())],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path = tmp_path_factory.mktemp("tiny") / "model.onnx"
+    onnx.save(model, path)
+    return path
+
+
+async def test_batched_onnxruntime_results_match_one_request_at_a_time(tiny_onnx_model: Path) -> None:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(tiny_onnx_model), options, providers=["CPUExecutionProvider"])
+    sizes: list[int] = []
+
+    def run(batch: np.ndarray) -> Any:
+        sizes.append(len(batch))
+        return session.run(["y"], {"x": batch})[0]
+
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((k, 8), dtype=np.float32) for k in [1, 3, 2, 1, 5, 1, 1, 2]]
+    expected = [session.run(["y"], {"x": x})[0] for x in inputs]
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DynamicBatcher(run, max_batch_size=16, max_queue_delay_ms=10 * HANG * 1000, executor=pool)
+        results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(x) for x in inputs)), HANG)
+        await batcher.close()
+    assert sizes == [16]
+    for y, want in zip(results, expected, strict=True):
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
