@@ -1,0 +1,452 @@
+"""The export API: a Keras model or a saved model file → a verified model-repository entry.
+
+`export_keras_model` and `export_file` write `<repo>/<name>/model.onnx` + `model.json`
+(+ `preview.png`, + `model.fp16.onnx` with `fp16=True`) and return the `ModelCard`. They raise
+`export.errors.ExportError` subclasses whose messages are meant for the user.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import importlib.metadata
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxconverter_common import float16
+
+from export import graph_passes
+from export.architectures import ARCHITECTURES, Architecture
+from export.convert import OPSET, to_onnx
+from export.errors import ExportError, UsageError, VerificationFailed
+from export.image_spec import ImageShape, ImageSpec, Range, infer_image_spec
+from export.progress import reporter
+from export.source import SourceModel, from_keras
+from export.verify import (
+    Comparison,
+    OnnxRunner,
+    compare_graphs,
+    compare_source,
+    probe_inputs,
+    write_preview,
+)
+from service.card import (
+    CARD_FILENAME,
+    FP16_MODEL_FILENAME,
+    MODEL_FILENAME,
+    PREVIEW_FILENAME,
+    Fp16Variant,
+    ModelCard,
+    Parity,
+    Source,
+    ValueRange,
+    card_to_metadata,
+    is_valid_model_name,
+    write_card,
+)
+
+MIN_FP16_PSNR_DB = 40.0
+#: Recorded in the card when verification was skipped (--no-verify): nothing was measured.
+NOT_MEASURED = -1.0
+_TOOLS = ("gan-serve", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common")
+
+GraphPass = Callable[[onnx.ModelProto], int]
+
+
+def export_keras_model(
+    model: Any,
+    repo: Path,
+    name: str,
+    *,
+    architecture: str | None = None,
+    description: str = "",
+    demo_weights: bool = False,
+    fp16: bool = False,
+    verify: bool = True,
+    tolerance: float = 1e-4,
+    preview: bool = True,
+    source_path: Path | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    output_range: tuple[float, float] | None = None,
+    input_range: tuple[float, float] | None = None,
+) -> ModelCard:
+    """Export an in-memory Keras model to `<repo>/<name>/`; returns the card written."""
+    check_name(name)
+    fmt: Any = (
+        _format_of(source_path) if source_path else ("builtin" if architecture in ARCHITECTURES else "keras")
+    )
+    source = from_keras(model, format=fmt, path=source_path)
+    return export_source(
+        source,
+        repo,
+        name,
+        architecture=architecture,
+        description=description,
+        demo_weights=demo_weights,
+        fp16=fp16,
+        verify=verify,
+        tolerance=tolerance,
+        preview=preview,
+        image_shape=image_shape,
+        output_range=output_range,
+        input_range=input_range,
+    )
+
+
+def export_file(
+    source: Path,
+    repo: Path,
+    name: str,
+    *,
+    architecture: str | None = None,
+    architecture_options: dict[str, int] | None = None,
+    unsafe: bool = False,
+    description: str = "",
+    demo_weights: bool = False,
+    fp16: bool = False,
+    verify: bool = True,
+    tolerance: float = 1e-4,
+    preview: bool = True,
+    image_shape: tuple[int, int, int] | None = None,
+    output_range: tuple[float, float] | None = None,
+    input_range: tuple[float, float] | None = None,
+) -> ModelCard:
+    """Export a saved model (.keras, .h5, SavedModel dir, or weights + `architecture`) to `<repo>/<name>/`."""
+    from export.loaders import load_source  # keeps `import export.api` light until a file is loaded
+
+    check_name(name)
+    loaded = load_source(
+        Path(source), architecture=architecture, architecture_options=architecture_options, unsafe=unsafe
+    )
+    return export_source(
+        loaded,
+        repo,
+        name,
+        architecture=architecture,
+        description=description,
+        demo_weights=demo_weights,
+        fp16=fp16,
+        verify=verify,
+        tolerance=tolerance,
+        preview=preview,
+        image_shape=image_shape,
+        output_range=output_range,
+        input_range=input_range,
+    )
+
+
+def check_name(name: str) -> None:
+    if not is_valid_model_name(name):
+        raise UsageError(
+            f"invalid entry name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit (it becomes a directory and a URL path part)"
+        )
+
+
+def _format_of(path: Path) -> str:
+    if path.is_dir():
+        return "savedmodel"
+    if path.name.endswith(".weights.h5"):
+        return "weights"
+    return "h5" if path.suffix == ".h5" else "keras"
+
+
+def export_source(
+    source: SourceModel,
+    repo: Path,
+    name: str,
+    *,
+    architecture: str | None = None,
+    description: str = "",
+    demo_weights: bool = False,
+    fp16: bool = False,
+    verify: bool = True,
+    tolerance: float = 1e-4,
+    preview: bool = True,
+    image_shape: ImageShape | None = None,
+    output_range: Range | None = None,
+    input_range: Range | None = None,
+) -> ModelCard:
+    """Convert, rewrite, verify and write one repository entry from any loaded source model."""
+    check_name(name)
+    progress = reporter()
+    arch: Architecture | None = ARCHITECTURES.get(architecture) if architecture else None
+
+    with progress.step("Converting to ONNX (tf2onnx)"):
+        model = to_onnx(source)
+    spec = infer_image_spec(
+        source, model, arch, image_shape=image_shape, output_range=output_range, input_range=input_range
+    )
+    inputs = probe_inputs(source, spec.input_range)
+
+    with progress.step("Graph passes"):
+        model, applied, pass_errors = _run_passes(model, inputs, tolerance)
+    _check_graph(model)
+
+    runner = OnnxRunner(model)
+    outputs = [runner(x) for x in inputs]
+    scale = _measure_scale(inputs, outputs) if spec.kind == "upscaler" else None
+
+    comparison: Comparison | None = None
+    if verify:
+        with progress.step("Verifying ONNX against the source model"):
+            comparison = compare_source(source, runner, inputs)
+        for case in comparison.cases():
+            progress.note(
+                f"parity {'x'.join(map(str, case.input_shape))}: max abs error {case.max_abs_error:.2e}, "
+                f"mean {case.mean_abs_error:.2e}"
+            )
+        worst = comparison.max_abs_error()
+        if not worst <= tolerance:
+            raise VerificationFailed(
+                f"the ONNX model does not match the source model: max abs error {worst:.3g} > tolerance "
+                f"{tolerance:g} ("
+                + "; ".join(
+                    f"input {'x'.join(map(str, c.input_shape))}: {c.max_abs_error:.3g}"
+                    for c in comparison.cases()
+                )
+                + "). Check for layers that behave differently at inference (e.g. a custom layer), or raise "
+                "--tolerance if the difference is acceptable"
+            )
+    parity = Parity(
+        tolerance=tolerance,
+        max_abs_error=comparison.max_abs_error() if comparison else NOT_MEASURED,
+        cases=comparison.cases() if comparison else [],
+        passes=pass_errors,
+    )
+
+    fp16_model: onnx.ModelProto | None = None
+    fp16_variant: Fp16Variant | None = None
+    if fp16:
+        with progress.step("Converting to fp16 and measuring PSNR"):
+            fp16_model, fp16_variant = _fp16_variant(model, inputs, outputs, spec.output_range)
+        progress.note(
+            f"fp16 PSNR vs fp32: {fp16_variant.psnr_db:.1f} dB "
+            f"({'accepted' if fp16_variant.accepted else f'rejected, below {MIN_FP16_PSNR_DB:g} dB'})"
+        )
+
+    card = ModelCard(
+        name=name,
+        kind="generator" if spec.kind == "generator" else "upscaler",
+        description=description or (arch.description if arch else ""),
+        demo_weights=demo_weights,
+        input_name=model.graph.input[0].name,
+        output_name=model.graph.output[0].name,
+        input_shape=_onnx_shape(model.graph.input[0]),
+        output_shape=_onnx_shape(model.graph.output[0]),
+        channels=spec.channels,
+        height=spec.height,
+        width=spec.width,
+        flat_output=spec.flat_output,
+        output_range=ValueRange(low=spec.output_range[0], high=spec.output_range[1]),
+        latent_size=spec.latent_size,
+        scale=scale,
+        input_range=ValueRange(low=spec.input_range[0], high=spec.input_range[1])
+        if spec.input_range
+        else None,
+        input_channels=spec.input_channels,
+        source=_source_record(source, architecture),
+        tools=_tool_versions(),
+        opset=OPSET,
+        graph_passes=applied,
+        parity=parity,
+        fp16=fp16_variant,
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+    )
+
+    with progress.step(f"Writing {Path(repo) / name}"):
+        _write_entry(
+            Path(repo),
+            card,
+            model,
+            fp16_model if fp16_variant and fp16_variant.accepted else None,
+            _preview_rows(spec, comparison) if preview and comparison else None,
+            spec.output_range,
+        )
+    return card
+
+
+def _run_passes(
+    model: onnx.ModelProto, inputs: list[np.ndarray], tolerance: float
+) -> tuple[onnx.ModelProto, list[str], dict[str, float]]:
+    """Apply each pass to a copy; keep it if the graph still matches its predecessor."""
+    applied: list[str] = []
+    errors: dict[str, float] = {}
+
+    def portable(candidate: onnx.ModelProto) -> int:
+        optimized = graph_passes.optimize_portable(candidate)
+        if optimized is None:
+            return 0
+        candidate.CopyFrom(optimized)
+        return 1
+
+    passes: list[tuple[str, GraphPass]] = [
+        ("symmetric-conv-transpose", graph_passes.symmetric_conv_transpose),
+        ("remove-inverse-transposes", graph_passes.remove_inverse_transposes),
+        ("onnxruntime-basic-optimization", portable),
+    ]
+    for pass_name, apply in passes:
+        candidate = copy.deepcopy(model)
+        changed = apply(candidate)
+        if not changed:
+            continue
+        error = compare_graphs(model, candidate, inputs[:2])
+        if not error <= tolerance:
+            raise VerificationFailed(
+                f"graph pass {pass_name} changed the output by {error:.3g} (tolerance {tolerance:g}); "
+                "this is a bug in the export tool, please report it with the model"
+            )
+        model = candidate
+        applied.append(f"{pass_name} ({changed})" if pass_name == "symmetric-conv-transpose" else pass_name)
+        errors[pass_name] = error
+    return model, applied, errors
+
+
+def _check_graph(model: onnx.ModelProto) -> None:
+    """Guarantees of every written graph: valid ONNX, GPU-friendly ConvTranspose, no cancelling Transposes."""
+    onnx.checker.check_model(model, full_check=True)
+    asymmetric = graph_passes.asymmetric_conv_transposes(model)
+    if asymmetric:
+        raise ExportError(f"internal error: ConvTranspose nodes with asymmetric pads remain: {asymmetric}")
+    pairs = graph_passes.inverse_transpose_pairs(model)
+    if pairs:
+        raise ExportError(f"internal error: Transpose pairs that cancel out remain: {pairs}")
+
+
+def _onnx_shape(value: onnx.ValueInfoProto) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
+def _measure_scale(inputs: list[np.ndarray], outputs: list[np.ndarray]) -> int:
+    """The upscale factor, measured: output size / input size, the same integer on both axes and inputs."""
+    from export.errors import NotAnImageModel
+
+    factors = set()
+    for x, y in zip(inputs, outputs, strict=True):
+        for axis in (1, 2):
+            factors.add(y.shape[axis] / x.shape[axis])
+    if len(factors) != 1 or not float(next(iter(factors))).is_integer() or next(iter(factors)) < 1:
+        shapes = ", ".join(f"{list(x.shape)} → {list(y.shape)}" for x, y in zip(inputs, outputs, strict=True))
+        raise NotAnImageModel(f"the upscaler has no single integer scale factor: {shapes}")
+    return int(next(iter(factors)))
+
+
+def _fp16_variant(
+    model: onnx.ModelProto, inputs: list[np.ndarray], fp32_outputs: list[np.ndarray], value_range: Range
+) -> tuple[onnx.ModelProto, Fp16Variant]:
+    half = float16.convert_float_to_float16(copy.deepcopy(model), keep_io_types=True)
+    runner = OnnxRunner(half)
+    comparison = Comparison(inputs, fp32_outputs, [runner(x) for x in inputs])
+    psnr = comparison.psnr_db(value_range[1] - value_range[0])
+    variant = Fp16Variant(
+        psnr_db=round(psnr, 2), min_psnr_db=MIN_FP16_PSNR_DB, accepted=psnr >= MIN_FP16_PSNR_DB
+    )
+    return half, variant
+
+
+def _preview_rows(spec: ImageSpec, comparison: Comparison) -> list[list[np.ndarray]]:
+    """Source images above ONNX images: the largest generator batch, or each upscaler probe's first image."""
+
+    def images(batches: list[np.ndarray]) -> list[np.ndarray]:
+        if spec.kind == "generator":
+            batch = batches[-1]
+            if spec.flat_output:
+                batch = batch.reshape(-1, spec.height or 0, spec.width or 0, spec.channels)
+            return list(batch)
+        return [b[0] for b in batches]
+
+    return [images(comparison.expected), images(comparison.actual)]
+
+
+def _source_record(source: SourceModel, architecture: str | None) -> Source:
+    if source.path is not None:
+        return Source(
+            path=str(source.path),
+            format=source.format,
+            sha256=sha256_path(source.path),
+            architecture=architecture,
+        )
+    # An in-memory model has no file: its fingerprint is a hash over its weights, in order.
+    digest = hashlib.sha256()
+    for weight in source.keras_model.weights if source.keras_model is not None else []:
+        digest.update(np.ascontiguousarray(np.asarray(weight), dtype=np.float32).tobytes())
+    label = getattr(source.keras_model, "name", "model")
+    return Source(
+        path=f"<in-memory Keras model {label!r}>",
+        format=source.format,
+        sha256=digest.hexdigest(),
+        architecture=architecture,
+    )
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a directory's files in sorted relative-path order (path and bytes)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {}
+    for dist in _TOOLS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _with_card(model: onnx.ModelProto, card: ModelCard) -> onnx.ModelProto:
+    model = copy.deepcopy(model)
+    metadata = card_to_metadata(card)
+    kept = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in kept}, **metadata})
+    model.producer_name = "gan-export"
+    return model
+
+
+def _write_entry(
+    repo: Path,
+    card: ModelCard,
+    model: onnx.ModelProto,
+    fp16_model: onnx.ModelProto | None,
+    preview_rows: list[list[np.ndarray]] | None,
+    value_range: Range,
+) -> None:
+    """Write the entry into a temporary sibling directory, then swap it in, so readers never see half."""
+    repo.mkdir(parents=True, exist_ok=True)
+    final = repo / card.name
+    staging = Path(tempfile.mkdtemp(prefix=f".{card.name}.", dir=repo))
+    try:
+        onnx.save(_with_card(model, card), staging / MODEL_FILENAME)
+        if fp16_model is not None:
+            onnx.save(_with_card(fp16_model, card), staging / FP16_MODEL_FILENAME)
+        if preview_rows is not None:
+            write_preview(staging / PREVIEW_FILENAME, preview_rows, value_range)
+        write_card(staging, card)
+        staging.chmod(0o755)
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{card.name}.old.", dir=repo))
+            final.rename(old / card.name)
+            staging.rename(final)
+            shutil.rmtree(old)
+        else:
+            staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    assert (final / CARD_FILENAME).exists()
