@@ -12,7 +12,7 @@
 # own Ubuntu and would duplicate them. Both targets then share every layer but the dependency one.
 # The NVIDIA driver is never in the image: the host's NVIDIA container toolkit mounts it at run time.
 #
-# Models: the image serves whatever ONNX model repository is in /opt/ml/model (GAN_SERVE_MODELS).
+# Models: the image serves whatever ONNX model repository is in /opt/ml/model (GAN_SERVE_MODELS_DIR).
 # That is where SageMaker unpacks model.tar.gz, where docker-compose.yml mounts its `models` volume,
 # and where `docker run -v "$PWD/models:/opt/ml/model:ro"` puts yours. By default the image also
 # carries the built-in model zoo there, built by the `models` stage below; an empty named volume
@@ -82,7 +82,7 @@ RUN groupadd --system --gid 10001 gan-serve \
 # SAGEMAKER_BIND_TO_PORT here is only the default of the SageMaker contract (port 8080): SageMaker sets
 # its own value at run time, and GAN_SERVE_PORT, when given, wins over both.
 ENV GAN_SERVE_HOST=0.0.0.0 \
-    GAN_SERVE_MODELS=/opt/ml/model \
+    GAN_SERVE_MODELS_DIR=/opt/ml/model \
     SAGEMAKER_BIND_TO_PORT=8080
 EXPOSE 8080
 # Ready means every model is loaded and warmed; python keeps curl out of the image.
@@ -95,6 +95,7 @@ WORKDIR /opt/ml
 
 # ---------------------------------------------------------------------------------------------------
 FROM serve AS cpu
+ENV GAN_SERVE_DEVICE=cpu
 RUN python /usr/local/bin/gan-serve-requirements --pyproject /build/pyproject.toml cpu > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
@@ -106,7 +107,9 @@ USER 10001:10001
 # ---------------------------------------------------------------------------------------------------
 FROM serve AS gpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ENV NVIDIA_VISIBLE_DEVICES=all \
+# GAN_SERVE_DEVICE=cuda: fail at start on a host without a usable GPU rather than fall back to the CPU.
+ENV GAN_SERVE_DEVICE=cuda \
+    NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # The pip CUDA/cuDNN libraries sit in site-packages: registering their directories with the dynamic
 # linker lets onnxruntime's CUDA provider find them without onnxruntime.preload_dlls().
