@@ -1,0 +1,237 @@
+"""The FastAPI app factory: routes, the one place errors become responses, and the model lifespan.
+
+Nothing heavy happens at import or in `create_app`: the lifespan loads and warms the model
+repository when the server starts, and releases the sessions and worker pools when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from PIL import Image
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import __name__ as package_name
+from service.errors import ServiceError, StartupError
+from service.logs import request_id
+from service.metrics import ServiceMetrics
+from service.repository import ModelRepository
+from service.routes import ROUTERS
+from service.settings import Settings
+from service.state import ServiceState
+
+log = logging.getLogger(package_name)
+access_log = logging.getLogger(f"{package_name}.access")
+
+DESCRIPTION = """\
+Generate images with GAN generators and upscale images with SRGAN-style upscalers, served from
+onnxruntime on CUDA or CPU. Every error is `{"error": {"code": ..., "message": ...}}`.
+`GET /models` shows which execution provider each model really runs on.
+"""
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    """The JSON body every error response has."""
+    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+
+
+def _count_error(request: Request, code: str) -> None:
+    request.app.state.metrics.errors.labels(code).inc()
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    _count_error(request, exc.code)
+    if exc.status_code >= 500:
+        log.error("%s: %s", exc.code, exc.message)
+    else:
+        log.info("refused: %s: %s", exc.code, exc.message)
+    response = error_response(exc.status_code, exc.code, exc.message)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = [
+        {
+            "location": ".".join(str(p) for p in error.get("loc", ())),
+            "message": str(error.get("msg", "")).removeprefix("Value error, "),
+        }
+        for error in exc.errors()
+    ]
+    message = "; ".join(f"{f['location']}: {f['message']}" if f["location"] else f["message"] for f in fields)
+    _count_error(request, "invalid_request")
+    log.info("refused: invalid_request: %s", message)
+    return error_response(422, "invalid_request", message or "invalid request", fields=fields)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    _count_error(request, code)
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+class RequestContextMiddleware:
+    """Request id in and out, one access log line, request metrics, and the last-resort 500."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: frozenset[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        route = scope["path"] if scope["path"] in self.routes else "unmatched"
+        response: dict[str, Any] = {"status": 500, "model": "", "started": False}
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = rid
+                response.update(status=message["status"], model=headers.get("x-model", ""), started=True)
+            await send(message)
+
+        in_flight = self.metrics.in_flight.labels(route)
+        in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Anything that gets here is a bug: log it with its traceback, tell the client nothing more.
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            self.metrics.errors.labels("internal_error").inc()
+            response["status"] = 500
+            if not response["started"]:
+                body = json.dumps(
+                    {"error": {"code": "internal_error", "message": f"internal error (request id {rid})"}}
+                ).encode()
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body)),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            in_flight.dec()
+            route = getattr(scope.get("route"), "path", route)
+            elapsed = time.perf_counter() - start
+            model = response["model"] or "-"
+            self.metrics.requests.labels(route, model, str(response["status"])).inc()
+            self.metrics.latency.labels(route, model).observe(elapsed)
+            access_log.info(
+                "%s %s %s %.1f ms",
+                scope["method"],
+                scope["path"],
+                response["status"],
+                elapsed * 1000,
+                extra={"status": response["status"], "duration_ms": round(elapsed * 1000, 1), "model": model},
+            )
+            request_id.reset(token)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load and warm every model before serving; release sessions and pools on shutdown."""
+    settings: Settings = app.state.settings
+    metrics: ServiceMetrics = app.state.metrics
+    # Our own pixel check runs first with the configured limit; Pillow's is only a backstop.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, settings.max_image_pixels)
+    inference_pool = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+    encode_pool = ThreadPoolExecutor(settings.encode_workers, thread_name_prefix="encode")
+    try:
+        repository = await asyncio.to_thread(ModelRepository.load, settings, inference_pool)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc.message)
+        app.state.startup_error = exc.message
+        inference_pool.shutdown(cancel_futures=True)
+        encode_pool.shutdown(cancel_futures=True)
+        raise
+    for name, model in repository.models.items():
+        metrics.model_info.labels(name, model.card.kind, model.provider).set(1)
+        metrics.warmup_seconds.labels(name).set(model.warmup_ms / 1000)
+    app.state.service = ServiceState(
+        settings=settings,
+        repository=repository,
+        metrics=metrics,
+        inference_pool=inference_pool,
+        encode_pool=encode_pool,
+    )
+    app.state.ready = True
+    metrics.ready.set(1)
+    log.info(
+        "ready: %d models from %s",
+        len(repository.models),
+        settings.models_dir,
+        extra={"defaults": repository.defaults},
+    )
+    try:
+        yield
+    finally:
+        app.state.ready = False
+        metrics.ready.set(0)
+        app.state.service = None
+        inference_pool.shutdown(wait=True, cancel_futures=True)
+        encode_pool.shutdown(wait=True, cancel_futures=True)
+        log.info("stopped: models released")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; models load when the server starts it (the lifespan), not here."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="gan-serve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = ServiceMetrics()
+    app.state.service = None
+    app.state.ready = False
+    app.state.startup_error = None
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Known paths label the in-flight gauge before routing; unknown paths share one label.
+    routes = frozenset(getattr(route, "path", "") for router in ROUTERS for route in router.routes)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, routes=routes)
+    return app

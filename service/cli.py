@@ -1,0 +1,119 @@
+"""`gan-serve [serve] [--models DIR] [--host H] [--port P] [--device auto|cuda|cpu]`.
+
+Flags override `GAN_SERVE_*` environment variables. The optional `serve` word is what SageMaker
+passes (`docker run IMAGE serve`). Exit status: 0 after a clean stop (SIGTERM or Ctrl-C drain
+in-flight requests first), 2 for bad arguments or settings, 3 when the model repository cannot be
+served (missing, empty or broken entry, CUDA asked for but unavailable). Errors are one message,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.errors import StartupError
+from service.logs import configure_logging
+from service.repository import scan_repository
+from service.settings import Settings
+
+EXIT_USAGE = 2
+EXIT_STARTUP = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gan-serve",
+        description="Serve the model repository over HTTP: POST /generate, POST /upscale, docs at /docs.",
+        epilog="Every setting can also come from a GAN_SERVE_* environment variable (see docs/service.md).",
+    )
+    parser.add_argument("command", nargs="?", choices=["serve"], default="serve", help="serve (the default)")
+    parser.add_argument("--models", dest="models_dir", help="model repository directory (default ./models)")
+    parser.add_argument("--host", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default 8000, or SAGEMAKER_BIND_TO_PORT)")
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"], help="execution provider (default auto)")
+    parser.add_argument("--log-format", choices=["json", "text"], help="log lines as JSON or text")
+    return parser
+
+
+def load_settings(overrides: dict[str, Any]) -> Settings:
+    """Settings from the environment with `overrides` on top; raises `ValidationError`."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def describe(error: ValidationError) -> str:
+    """One line per invalid setting, naming its environment variable."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"])
+        variable = f"GAN_SERVE_{field.upper()}" if field else "settings"
+        lines.append(f"  {variable}: {str(item['msg']).removeprefix('Value error, ')}")
+    return "\n".join(lines)
+
+
+class _DropTracebacks(logging.Filter):
+    """Uvicorn logs a failed lifespan startup as a traceback; the lifespan already logged why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Traceback")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, validate settings and the repository, then serve until stopped."""
+    args = _parser().parse_args(argv)
+    overrides = {
+        "models_dir": args.models_dir,
+        "host": args.host,
+        "port": args.port,
+        "device": args.device,
+        "log_format": args.log_format,
+    }
+    try:
+        settings = load_settings(overrides)
+    except ValidationError as exc:
+        print(f"gan-serve: invalid settings:\n{describe(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        # Reading the cards takes milliseconds: fail before binding the port if the repository is broken.
+        scan_repository(settings.models_dir)
+    except StartupError as exc:
+        print(f"gan-serve: {exc.message}", file=sys.stderr)
+        return EXIT_STARTUP
+
+    app = create_app(settings)
+    logging.getLogger("uvicorn.error").addFilter(_DropTracebacks())
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
+    # Uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler that was there
+    # before it started: a no-op one makes that a clean exit 0 instead of death by signal.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _ignore)
+    uvicorn.Server(config).run()
+    if app.state.startup_error:
+        print(f"gan-serve: {app.state.startup_error}", file=sys.stderr)
+        return EXIT_STARTUP
+    return 0
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Stand-in handler: uvicorn has already drained and stopped when this runs."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

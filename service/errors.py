@@ -1,0 +1,147 @@
+"""The service's exceptions: one tree, turned into HTTP responses in one place (`service.app`).
+
+Every error a client can cause is a `RequestError`; its class fixes the HTTP status and the
+machine-readable `code` of the `{"error": {"code": ..., "message": ...}}` body. Messages are
+written for the person who sent the request. `StartupError`s stop the service before it serves.
+
+    ServiceError                        500 internal_error
+    ├── RequestError
+    │   ├── InvalidRequest              422 invalid_request
+    │   │   ├── TooManyImages           422 too_many_images
+    │   │   ├── InvalidLatents          422 invalid_latents
+    │   │   └── WrongModelKind          422 wrong_model_kind
+    │   ├── ModelNotFound               404 model_not_found
+    │   ├── UnsupportedMediaType        415 unsupported_media_type
+    │   ├── InvalidImage                400 invalid_image
+    │   │   └── TruncatedImage          400 truncated_image
+    │   └── PayloadTooLarge             413 payload_too_large
+    │       ├── ImageTooLarge           413 image_too_large
+    │       └── OutputTooLarge          413 output_too_large
+    ├── NotReady                        503 not_ready
+    ├── InferenceError                  500 inference_failed
+    └── StartupError                    (never reaches a client: the service does not start)
+        ├── ModelsDirMissing
+        ├── ModelLoadError
+        └── ProviderUnavailable
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RequestError(ServiceError):
+    """The request cannot be served as sent; the client can fix it."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidRequest(RequestError):
+    """A parameter is well-formed JSON or query but makes no sense."""
+
+    status_code = 422
+    code = "invalid_request"
+
+
+class TooManyImages(InvalidRequest):
+    """`n` (or the number of latents) is above the configured maximum."""
+
+    code = "too_many_images"
+
+
+class InvalidLatents(InvalidRequest):
+    """An explicit latent vector has the wrong length or holds NaN or Inf."""
+
+    code = "invalid_latents"
+
+
+class WrongModelKind(InvalidRequest):
+    """The named model exists but is an upscaler where a generator is needed, or the reverse."""
+
+    code = "wrong_model_kind"
+
+
+class ModelNotFound(RequestError):
+    """No model of that name is loaded."""
+
+    status_code = 404
+    code = "model_not_found"
+
+
+class UnsupportedMediaType(RequestError):
+    """The body is not PNG, JPEG or WebP (by Content-Type or by its bytes)."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InvalidImage(RequestError):
+    """The body claims to be an image but cannot be decoded."""
+
+    status_code = 400
+    code = "invalid_image"
+
+
+class TruncatedImage(InvalidImage):
+    """The image header is fine but its pixel data ends early."""
+
+    code = "truncated_image"
+
+
+class PayloadTooLarge(RequestError):
+    """The request body is larger than `max_body_bytes`."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ImageTooLarge(PayloadTooLarge):
+    """The input image has more pixels than `max_image_pixels` (checked before decoding)."""
+
+    code = "image_too_large"
+
+
+class OutputTooLarge(PayloadTooLarge):
+    """The upscaled image would have more pixels than `max_output_pixels`."""
+
+    code = "output_too_large"
+
+
+class NotReady(ServiceError):
+    """Models are still loading or the service is shutting down."""
+
+    status_code = 503
+    code = "not_ready"
+
+
+class InferenceError(ServiceError):
+    """A model run failed or returned something its card does not allow."""
+
+    status_code = 500
+    code = "inference_failed"
+
+
+class StartupError(ServiceError):
+    """The service cannot start with this configuration or model repository."""
+
+
+class ModelsDirMissing(StartupError):
+    """The models directory does not exist or holds no model entry."""
+
+
+class ModelLoadError(StartupError):
+    """A repository entry is broken: bad name, bad card, missing or invalid ONNX file."""
+
+
+class ProviderUnavailable(StartupError):
+    """`device=cuda` was asked for but a session did not get the CUDA execution provider."""

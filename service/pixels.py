@@ -1,0 +1,39 @@
+"""Mapping between 8-bit pixels and a model's value range, and laying images out in a grid."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from service.card import ValueRange
+
+
+def to_uint8(values: np.ndarray, value_range: ValueRange) -> np.ndarray:
+    """Map model values in `value_range` to 0..255, clipping what falls outside and rounding to nearest."""
+    scale = np.float32(255.0 / (value_range.high - value_range.low))
+    scaled = (values.astype(np.float32, copy=False) - np.float32(value_range.low)) * scale
+    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+
+
+def from_uint8(pixels: np.ndarray, value_range: ValueRange) -> np.ndarray:
+    """Map 0..255 pixels to float32 values in `value_range` (0 → low, 255 → high)."""
+    scale = np.float32((value_range.high - value_range.low) / 255.0)
+    return pixels.astype(np.float32) * scale + np.float32(value_range.low)
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """Rows and columns of the most square grid holding `n` images, filled row by row."""
+    columns = math.ceil(math.sqrt(n))
+    return math.ceil(n / columns), columns
+
+
+def make_grid(images: np.ndarray) -> np.ndarray:
+    """Lay (N, H, W, C) images out edge to edge, row by row; cells past the last image are black."""
+    n, height, width, channels = images.shape
+    rows, columns = grid_shape(n)
+    grid = np.zeros((rows * height, columns * width, channels), images.dtype)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
+    return grid

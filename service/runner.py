@@ -1,0 +1,89 @@
+"""Model execution behind one small interface: float32 arrays in, float32 arrays out.
+
+Routes only ever call `await runner.run(inputs)`. `SessionRunner` runs one onnxruntime session in a
+bounded thread pool (onnxruntime releases the GIL, so the event loop stays free for health checks).
+A dynamic-batching runner (a queue that merges concurrent calls up to a maximum batch or delay,
+then hands every caller its own slice or the shared error, like Ray Serve's `batching.py`) can wrap
+a `SessionRunner` and implement the same `ModelRunner` protocol without the routes changing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from service.card import ModelCard
+from service.errors import InferenceError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+
+class ModelRunner(Protocol):
+    """Runs one model on a batch: `inputs` in the card's input layout, output in its output layout."""
+
+    card: ModelCard
+
+    async def run(self, inputs: np.ndarray) -> np.ndarray: ...
+
+
+class SessionRunner:
+    """A `ModelRunner` over one onnxruntime session, executed in a shared bounded thread pool."""
+
+    def __init__(self, session: ort.InferenceSession, card: ModelCard, executor: Executor) -> None:
+        self.card = card
+        self._session = session
+        self._executor = executor
+
+    async def run(self, inputs: np.ndarray) -> np.ndarray:
+        """Check `inputs` against the card, then run the session off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.run_sync, inputs)
+
+    def run_sync(self, inputs: np.ndarray) -> np.ndarray:
+        """Run the session in the calling thread (warm-up and benchmarks use this)."""
+        self._check(inputs, self.card.input_shape, "input")
+        try:
+            outputs = self._session.run([self.card.output_name], {self.card.input_name: inputs})
+        except Exception as exc:
+            log.exception("model %s failed on input shape %s", self.card.name, inputs.shape)
+            raise InferenceError(
+                f"model {self.card.name} failed on input shape {list(inputs.shape)}"
+            ) from exc
+        output = np.asarray(outputs[0])
+        self._check(output, self.card.output_shape, "output")
+        if output.shape[0] != inputs.shape[0]:
+            raise InferenceError(
+                f"model {self.card.name} returned {output.shape[0]} results for {inputs.shape[0]} inputs"
+            )
+        return output
+
+    def _check(self, array: np.ndarray, shape: list[int | None], what: str) -> None:
+        if array.dtype != np.float32:
+            raise InferenceError(f"model {self.card.name}: {what} dtype {array.dtype}, card says float32")
+        fits = array.ndim == len(shape) and all(
+            d is None or d == a for d, a in zip(shape, array.shape, strict=False)
+        )
+        if not fits:
+            raise InferenceError(
+                f"model {self.card.name}: {what} shape {list(array.shape)} does not fit the card's {shape}"
+            )
+
+
+async def run_in_chunks(runner: ModelRunner, inputs: np.ndarray) -> np.ndarray:
+    """Run `inputs` whole, or in slices of the graph's batch size when the card fixes one."""
+    fixed_batch = runner.card.input_shape[0]
+    if fixed_batch is None or fixed_batch == inputs.shape[0]:
+        return await runner.run(inputs)
+    if inputs.shape[0] % fixed_batch:
+        raise InferenceError(
+            f"model {runner.card.name} takes batches of exactly {fixed_batch}, not {inputs.shape[0]}"
+        )
+    parts = [await runner.run(inputs[i : i + fixed_batch]) for i in range(0, inputs.shape[0], fixed_batch)]
+    return np.concatenate(parts)

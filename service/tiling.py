@@ -1,0 +1,141 @@
+"""Upscaling an image in overlapping tiles so memory stays bounded whatever the input size.
+
+Each tile is run with `overlap` pixels of context on every side that has neighbours; only the
+tile's core is kept from the output, so seams vanish once the overlap covers the model's receptive
+field (and stay below one grey level in practice with less). Tiles run one after another: a failing
+tile fails the whole request, with the tile named in the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from service.card import ModelCard
+from service.errors import InferenceError, InvalidRequest, ServiceError
+from service.pixels import from_uint8, to_uint8
+from service.runner import ModelRunner, run_in_chunks
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its core [top, bottom) x [left, right) and the larger region run through the model."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    context_top: int
+    context_bottom: int
+    context_left: int
+    context_right: int
+
+
+def tile_image(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+    """Cover a height x width image with tiles of core size `tile` and `overlap` context (0: one tile)."""
+    if tile <= 0 or (height <= tile and width <= tile):
+        return [Tile(0, height, 0, width, 0, height, 0, width)]
+    tiles = []
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            tiles.append(
+                Tile(
+                    top,
+                    bottom,
+                    left,
+                    right,
+                    max(0, top - overlap),
+                    min(height, bottom + overlap),
+                    max(0, left - overlap),
+                    min(width, right + overlap),
+                )
+            )
+    return tiles
+
+
+def upscaled_size(card: ModelCard, height: int, width: int) -> tuple[int, int]:
+    """Output height and width of `card`'s upscaler on a height x width input."""
+    assert card.scale is not None
+    return height * card.scale, width * card.scale
+
+
+async def upscale_color(
+    color: np.ndarray, runner: ModelRunner, *, tile: int, overlap: int
+) -> tuple[np.ndarray, int]:
+    """Upscale (H, W, 1 or 3) uint8 pixels tile by tile; return the pixels and the number of tiles.
+
+    A 3-channel model given a grayscale image sees it replicated to RGB and its output is turned
+    back to gray (ITU-R 601 luma, as Pillow does); a 1-channel model given an RGB image upscales
+    each channel as its own image.
+    """
+    card = runner.card
+    assert card.scale is not None and card.input_channels is not None
+    height, width, channels = color.shape
+    if channels not in (card.input_channels, 1, 3) or card.input_channels not in (channels, 1, 3):
+        raise InvalidRequest(
+            f"model {card.name} takes {card.input_channels}-channel images; this image has {channels}"
+        )
+    scale = card.scale
+    out = np.empty((height * scale, width * scale, channels), np.uint8)
+    tiles = tile_image(height, width, tile, overlap)
+    for index, piece in enumerate(tiles):
+        region = color[piece.context_top : piece.context_bottom, piece.context_left : piece.context_right]
+        try:
+            upscaled = await _run_tile(region, runner)
+        except ServiceError as exc:
+            raise InferenceError(
+                f"tile {index + 1} of {len(tiles)} (input rows {piece.top}-{piece.bottom}, "
+                f"columns {piece.left}-{piece.right}) failed: {exc.message}"
+            ) from exc
+        top = (piece.top - piece.context_top) * scale
+        left = (piece.left - piece.context_left) * scale
+        core = upscaled[
+            top : top + (piece.bottom - piece.top) * scale, left : left + (piece.right - piece.left) * scale
+        ]
+        out[piece.top * scale : piece.bottom * scale, piece.left * scale : piece.right * scale] = core
+    return out, len(tiles)
+
+
+async def _run_tile(region: np.ndarray, runner: ModelRunner) -> np.ndarray:
+    card = runner.card
+    assert card.scale is not None and card.input_range is not None and card.input_channels is not None
+    height, width, channels = region.shape
+    if card.input_channels == channels:
+        batch = region[None]
+    elif card.input_channels == 3:
+        batch = np.repeat(region, 3, axis=2)[None]
+    else:
+        batch = np.moveaxis(region, 2, 0)[..., None]
+    inputs = from_uint8(batch, card.input_range)
+    if card.layout == "NCHW":
+        inputs = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
+    outputs = await run_in_chunks(runner, inputs)
+    if card.layout == "NCHW" and outputs.ndim == 4:
+        outputs = outputs.transpose(0, 2, 3, 1)
+    expected = (batch.shape[0], height * card.scale, width * card.scale, card.channels)
+    if outputs.shape != expected:
+        raise InferenceError(
+            f"model {card.name} returned shape {list(outputs.shape)}, expected {list(expected)}"
+        )
+    pixels = to_uint8(outputs, card.output_range)
+    if card.input_channels == channels:
+        return pixels[0]
+    if card.input_channels == 3:
+        return _luma(pixels[0])
+    return np.moveaxis(pixels[..., 0], 0, 2)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    # Pillow's L = R*299/1000 + G*587/1000 + B*114/1000, so gray in → gray out matches convert("L").
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    return np.rint(rgb.astype(np.float32) @ weights).clip(0, 255).astype(np.uint8)[..., None]
+
+
+def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
+    """Upscale an (H, W) alpha plane with bicubic interpolation (models only see colour)."""
+    height, width = alpha.shape
+    plane = Image.fromarray(alpha, mode="L").resize((width * scale, height * scale), Image.Resampling.BICUBIC)
+    return np.asarray(plane)
