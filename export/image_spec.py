@@ -60,29 +60,6 @@ def square_image_shape(size: int) -> ImageShape | None:
     return None
 
 
-def parse_image_shape(text: str) -> ImageShape:
-    """'32x32x3' → (32, 32, 3)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        h, w, c = (int(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"--image-shape {text!r}: expected HxWxC, e.g. 32x32x3") from None
-    if min(h, w, c) < 1 or c not in (1, 3, 4):
-        raise UsageError(f"--image-shape {text!r}: sizes must be positive and C one of 1, 3, 4")
-    return (h, w, c)
-
-
-def parse_range(text: str, option: str) -> Range:
-    """'-1,1' → (-1.0, 1.0)."""
-    try:
-        low, high = (float(p) for p in text.split(","))
-    except ValueError:
-        raise UsageError(f"{option} {text!r}: expected LOW,HIGH, e.g. -1,1 or 0,255") from None
-    if not high > low:
-        raise UsageError(f"{option} {text!r}: HIGH must exceed LOW")
-    return (low, high)
-
-
 def infer_image_spec(
     source: SourceModel,
     graph: onnx.ModelProto,
