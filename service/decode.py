@@ -84,7 +84,7 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             "the body is not a PNG, JPEG or WebP image (its bytes are not recognised)"
         ) from exc
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"the image is too large to decode safely: {exc}") from exc
+        raise _bomb(max_pixels) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise _broken(exc) from exc
     with image:
@@ -98,12 +98,17 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         try:
             image.load()
         except Image.DecompressionBombError as exc:
-            raise ImageTooLarge(f"the image is too large to decode safely: {exc}") from exc
+            raise _bomb(max_pixels) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise _broken(exc) from exc
         image_format = str(image.format)
         upright = _upright(image)
     return _split(upright, image_format)
+
+
+def _bomb(max_pixels: int) -> ImageTooLarge:
+    # Pillow's own limit (a backstop set at startup) fired while reading the header.
+    return ImageTooLarge(f"the image has far more pixels than the limit of {max_pixels} pixels")
 
 
 def _broken(exc: BaseException) -> InvalidImage:

@@ -129,9 +129,10 @@ async def _run_tile(region: np.ndarray, runner: ModelRunner) -> np.ndarray:
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
-    # Pillow's L = R*299/1000 + G*587/1000 + B*114/1000, so gray in → gray out matches convert("L").
-    weights = np.array([0.299, 0.587, 0.114], np.float32)
-    return np.rint(rgb.astype(np.float32) @ weights).clip(0, 255).astype(np.uint8)[..., None]
+    # Pillow's fixed-point ITU-R 601 luma, so the result equals Image.convert("L") of the RGB output.
+    wide = rgb.astype(np.uint32)
+    luma = (wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)[..., None]
 
 
 def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
