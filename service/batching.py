@@ -52,6 +52,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 import numpy.typing as npt
 
+from service.card import ModelCard
 from service.errors import InferenceError, NotReady, ServiceError
 
 Array = npt.NDArray[Any]
@@ -421,3 +422,84 @@ class DynamicBatcher:
             outputs.append(result[offset : offset + len(part)])
             offset += len(part)
         return outputs
+
+
+class SyncModelRunner(Protocol):
+    """A model that runs a batch in the calling thread (`service.runner.SessionRunner`)."""
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    def run_sync(self, inputs: Array) -> Array: ...
+
+
+def batch_buckets(max_batch_size: int) -> tuple[int, ...]:
+    """Powers of two up to `max_batch_size` (and it): the batch shapes a padded runner ever runs."""
+    sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i < max_batch_size]
+    return (*sizes, max_batch_size)
+
+
+class BatchingRunner:
+    """A `service.runner.ModelRunner` whose concurrent `run` calls share session runs.
+
+    With `pad_to_buckets`, every batch is padded with zero rows up to the next size in
+    `batch_buckets(max_batch_size)`, so the session only ever sees those few shapes: on CUDA they
+    can all be warmed up (cuDNN picks algorithms per shape) and the first real request is not slow.
+    The padding rows are computed and thrown away, which is nearly free on a GPU and is why
+    padding is off on CPU.
+    """
+
+    def __init__(
+        self,
+        inner: SyncModelRunner,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        max_queue_size: int,
+        pad_to_buckets: bool = False,
+        batch_size_observer: Observer | None = None,
+        queue_time_observer: Observer | None = None,
+    ) -> None:
+        self.card = inner.card
+        self.inner = inner
+        self.buckets = batch_buckets(max_batch_size) if pad_to_buckets else ()
+        self._batcher = DynamicBatcher(
+            self._run_batch,
+            max_batch_size=max_batch_size,
+            max_queue_delay_ms=max_queue_delay_ms,
+            max_queue_size=max_queue_size,
+            executor=executor,
+            name=f"model {inner.card.name}",
+            batch_size_observer=batch_size_observer,
+            queue_time_observer=queue_time_observer,
+        )
+
+    async def run(self, inputs: Array) -> Array:
+        """Queue `inputs` (k rows) for the next batch and return their k output rows."""
+        return await self._batcher.submit(inputs)
+
+    def run_sync(self, inputs: Array) -> Array:
+        """Run one batch now in the calling thread, padded like a batched run (warm-up uses this)."""
+        return self._run_batch(inputs)
+
+    def warmup_shapes(self, row_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Every input shape this runner sends to the session for rows of `row_shape` (padded mode)."""
+        return [(size, *row_shape) for size in self.buckets]
+
+    async def close(self, *, drain: bool = True) -> None:
+        """Stop taking requests; finish (or fail) the queued ones."""
+        await self._batcher.close(drain=drain)
+
+    @property
+    def queued_requests(self) -> int:
+        return self._batcher.queued_requests
+
+    def _run_batch(self, batch: Array) -> Array:
+        rows = len(batch)
+        size = next((b for b in self.buckets if b >= rows), rows)
+        if size == rows:
+            return self.inner.run_sync(batch)
+        padded = np.zeros((size, *batch.shape[1:]), batch.dtype)
+        padded[:rows] = batch
+        return self.inner.run_sync(padded)[:rows]

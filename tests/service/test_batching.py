@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,18 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from service.batching import BatcherClosed, BatchOutputMismatch, DynamicBatcher, QueueFull
+from service.batching import (
+    BatcherClosed,
+    BatchingRunner,
+    BatchOutputMismatch,
+    DynamicBatcher,
+    QueueFull,
+    batch_buckets,
+)
+from service.card import read_card
 from service.errors import InferenceError, NotReady, ServiceError
+from service.runner import SessionRunner
+from tests.service.conftest import RGB_GENERATOR
 
 pytestmark = pytest.mark.anyio
 
@@ -357,3 +367,58 @@ async def test_batched_onnxruntime_results_match_one_request_at_a_time(tiny_onnx
     assert sizes == [16]
     for y, want in zip(results, expected, strict=True):
         np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def rgb_session_runner(repo: Path) -> Iterator[SessionRunner]:
+    """The real SessionRunner the service uses, over the test repository's RGB generator."""
+    card = read_card(repo / RGB_GENERATOR)
+    session = ort.InferenceSession(str(repo / RGB_GENERATOR / card.file), providers=["CPUExecutionProvider"])
+    with ThreadPoolExecutor(1) as pool:
+        yield SessionRunner(session, card, pool)
+
+
+@pytest.mark.parametrize("pad", [False, True])
+async def test_batching_runner_gives_each_caller_what_the_session_gives_it_alone(
+    rgb_session_runner: SessionRunner, pad: bool
+) -> None:
+    inner = rgb_session_runner
+    latent_size = inner.card.latent_size
+    assert latent_size is not None
+    rng = np.random.default_rng(2)
+    inputs = [
+        rng.standard_normal((k, latent_size), dtype=np.float32) for k in [1, 2, 3, 1, 5, 4]
+    ]  # two full batches
+    expected = [inner.run_sync(x) for x in inputs]
+    with ThreadPoolExecutor(1) as pool:
+        runner = BatchingRunner(
+            inner,
+            pool,
+            max_batch_size=8,
+            max_queue_delay_ms=10 * HANG * 1000,
+            max_queue_size=16,
+            pad_to_buckets=pad,
+        )
+        results = await asyncio.wait_for(asyncio.gather(*(runner.run(x) for x in inputs)), HANG)
+        await runner.close()
+    for y, want in zip(results, expected, strict=True):
+        assert y.shape == want.shape
+        np.testing.assert_allclose(y, want, atol=1e-5)
+
+
+def test_padded_runner_only_ever_runs_the_bucket_shapes(rgb_session_runner: SessionRunner) -> None:
+    assert batch_buckets(1) == (1,)
+    assert batch_buckets(64) == (1, 2, 4, 8, 16, 32, 64)
+    assert batch_buckets(48) == (1, 2, 4, 8, 16, 32, 48)
+    with ThreadPoolExecutor(1) as pool:
+        runner = BatchingRunner(
+            rgb_session_runner,
+            pool,
+            max_batch_size=6,
+            max_queue_delay_ms=0,
+            max_queue_size=4,
+            pad_to_buckets=True,
+        )
+        assert runner.warmup_shapes((16,)) == [(1, 16), (2, 16), (4, 16), (6, 16)]
+        out = runner.run_sync(np.zeros((3, 16), np.float32))
+    assert out.shape == (3, 16, 16, 3)
