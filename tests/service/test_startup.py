@@ -1,0 +1,131 @@
+"""Startup: broken repositories refuse to start with a message naming the entry; settings; defaults."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.errors import ModelsDirMissing, StartupError
+from service.settings import Settings
+from tests.service.conftest import GRAY_GENERATOR, RGB_GENERATOR, UPSCALER
+
+
+@pytest.fixture
+def small_repo(repo: Path, tmp_path: Path) -> Path:
+    """A copy of two entries that a test may break."""
+    copy = tmp_path / "models"
+    for name in (RGB_GENERATOR, UPSCALER):
+        shutil.copytree(repo / name, copy / name)
+    return copy
+
+
+def start(models: Path, **settings: object) -> str:
+    """Start an app on `models`, expecting it to refuse; return the message."""
+    with (
+        pytest.raises(StartupError) as caught,
+        TestClient(create_app(Settings(models_dir=models, **settings))),
+    ):  # type: ignore[arg-type]
+        pass
+    return caught.value.message
+
+
+def test_missing_models_dir_names_it_and_how_to_build(tmp_path: Path) -> None:
+    message = start(tmp_path / "absent")
+    assert str(tmp_path / "absent") in message and "make models" in message and "gan-export" in message
+
+
+def test_empty_models_dir(tmp_path: Path) -> None:
+    with pytest.raises(ModelsDirMissing, match="holds no model entry"):
+        TestClient(create_app(Settings(models_dir=tmp_path))).__enter__()
+
+
+def test_card_naming_another_model(small_repo: Path) -> None:
+    (small_repo / RGB_GENERATOR).rename(small_repo / "renamed")
+    assert (
+        start(small_repo) == f"model entry renamed: its card names it '{RGB_GENERATOR}'; rename one to match"
+    )
+
+
+def test_invalid_entry_name(small_repo: Path) -> None:
+    shutil.copytree(small_repo / RGB_GENERATOR, small_repo / "bad name")
+    assert "the name must be" in start(small_repo)
+
+
+def test_missing_onnx_file(small_repo: Path) -> None:
+    (small_repo / UPSCALER / "model.onnx").unlink()
+    message = start(small_repo)
+    assert message.startswith(f"model entry {UPSCALER}:") and "model.onnx is missing" in message
+
+
+def test_corrupt_onnx_file(small_repo: Path) -> None:
+    (small_repo / UPSCALER / "model.onnx").write_bytes(b"not onnx")
+    assert f"model entry {UPSCALER}: onnxruntime cannot load" in start(small_repo)
+
+
+def test_invalid_card(small_repo: Path) -> None:
+    card = json.loads((small_repo / UPSCALER / "model.json").read_text())
+    del card["scale"]
+    (small_repo / UPSCALER / "model.json").write_text(json.dumps(card))
+    message = start(small_repo)
+    assert message.startswith(f"model entry {UPSCALER}:") and "scale" in message
+
+
+def test_card_file_escaping_its_entry(small_repo: Path) -> None:
+    card = json.loads((small_repo / UPSCALER / "model.json").read_text())
+    card["file"] = f"../{RGB_GENERATOR}/model.onnx"
+    (small_repo / UPSCALER / "model.json").write_text(json.dumps(card))
+    assert "must be a plain file name" in start(small_repo)
+
+
+def test_card_disagreeing_with_graph(small_repo: Path) -> None:
+    card = json.loads((small_repo / UPSCALER / "model.json").read_text())
+    card["input_name"] = "pixels"
+    (small_repo / UPSCALER / "model.json").write_text(json.dumps(card))
+    assert "card and graph disagree: input 'pixels' not in the graph's" in start(small_repo)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available")
+def test_device_cuda_refuses_without_cuda(small_repo: Path) -> None:
+    assert start(small_repo, device="cuda").startswith("device=cuda but this onnxruntime has no CUDA")
+
+
+def test_default_override(small_repo: Path, repo: Path) -> None:
+    shutil.copytree(repo / GRAY_GENERATOR, small_repo / GRAY_GENERATOR)
+    settings = Settings(models_dir=small_repo, default_generator=RGB_GENERATOR, tile_size=32)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/models").json()["defaults"]["generator"] == RGB_GENERATOR
+        assert client.post("/generate", json={}).headers["x-model"] == RGB_GENERATOR
+
+
+def test_default_override_must_exist(small_repo: Path) -> None:
+    message = start(small_repo, default_generator="nope")
+    assert message == f"default generator 'nope' is not a generator in {small_repo} (there: {RGB_GENERATOR})"
+
+
+def test_device_cpu_and_hidden_or_plain_files_ignored(small_repo: Path) -> None:
+    (small_repo / ".cache").mkdir()
+    (small_repo / "README.txt").write_text("not an entry")
+    with TestClient(create_app(Settings(models_dir=small_repo, device="cpu", tile_size=32))) as client:
+        ready = client.get("/health/ready").json()
+        assert ready["device"] == "cpu"
+        assert sorted(ready["providers"]) == [RGB_GENERATOR, UPSCALER]
+
+
+def test_sagemaker_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "8080")
+    assert Settings().port == 8080
+    monkeypatch.setenv("GAN_SERVE_PORT", "9000")
+    assert Settings().port == 9000
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_SERVE_MAX_N", "5")
+    monkeypatch.setenv("GAN_SERVE_DEVICE", "cpu")
+    settings = Settings()
+    assert (settings.max_n, settings.device, settings.host, settings.port) == (5, "cpu", "127.0.0.1", 8000)
