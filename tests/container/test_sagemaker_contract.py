@@ -305,3 +305,13 @@ def test_sigterm_drains_the_in_flight_request_then_exits_0(model_dir: Path, tmp_
     assert Image.open(io.BytesIO(results[0].content)).size == (2048, 2048)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{container.url}/ping", timeout=2)
+
+
+def test_unpacked_models_are_readable_by_the_images_non_root_user(model_dir: Path) -> None:
+    # The image runs as uid 10001: every file must be world-readable, every directory traversable.
+    paths = [model_dir, *model_dir.rglob("*")]
+    assert any(path.name == "model.onnx" for path in paths)
+    for path in paths:
+        mode = path.stat().st_mode
+        wanted = 0o005 if path.is_dir() else 0o004
+        assert mode & wanted == wanted, f"{path} has mode {oct(mode)}"
