@@ -54,7 +54,7 @@ from service.card import (
 MIN_FP16_PSNR_DB = 40.0
 #: Recorded in the card when verification was skipped (--no-verify): nothing was measured.
 NOT_MEASURED = -1.0
-_TOOLS = ("gan-serve", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common")
+_TOOLS = ("gan-serve", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common")
 
 GraphPass = Callable[[onnx.ModelProto], int]
 
@@ -399,7 +399,9 @@ def sha256_path(path: Path) -> str:
 
 
 def _tool_versions() -> dict[str, str]:
-    versions = {}
+    import tensorflow as tf
+
+    versions = {"tensorflow": str(tf.__version__)}  # whichever wheel: tensorflow or tensorflow-cpu
     for dist in _TOOLS:
         try:
             versions[dist] = importlib.metadata.version(dist)
