@@ -57,8 +57,10 @@ FROM python AS models-zoo
 RUN python /usr/local/bin/gan-serve-requirements cpu export zoo > requirements.txt \
     && pip install --no-cache-dir -r requirements.txt \
     && pip install --no-cache-dir --no-deps gan-face-generate==1.1.1
-RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-deps /wheels/*.whl
+# Run from the source tree, as `make models` does: the zoo reads its weights from zoo/weights/.
+COPY service ./service
+COPY export ./export
+COPY zoo ./zoo
 RUN python -m zoo.build --repo /models
 
 FROM python AS models-none
