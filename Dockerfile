@@ -77,8 +77,9 @@ FROM python AS serve
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
       org.opencontainers.image.title="gan-serve" \
       org.opencontainers.image.description="GAN generators and SRGAN upscalers served from onnxruntime"
-# Non-root by default. SageMaker and compose only need /opt/ml/model to be readable, and the service
-# writes nothing; `docker run --user 0` and SageMaker's own user choice still work.
+# Non-root (uid 10001): the server writes nothing and only reads /opt/ml/model, whose files
+# `gan-export package` writes world-readable. A mounted repository readable by root only needs
+# `docker run --user 0` (or compose `user: "0"`).
 RUN groupadd --system --gid 10001 gan-serve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin gan-serve
 # SAGEMAKER_BIND_TO_PORT here is only the default of the SageMaker contract (port 8080): SageMaker sets
