@@ -99,7 +99,7 @@ def server(repo: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
 # Both tests share one server process, so they must run on the same xdist worker, in this order.
 @pytest.mark.xdist_group("service-e2e")
 def test_end_to_end_over_http(server: tuple[subprocess.Popen[str], str]) -> None:
-    process, url = server
+    _, url = server
     with httpx.Client(base_url=url, timeout=30) as http:
         generated = http.post("/generate", json={"model": GRAY_GENERATOR, "n": 2, "seed": 11})
         assert generated.status_code == 200
@@ -127,14 +127,19 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(server: tuple[subprocess
     results: list[int] = []
 
     def slow_upscale() -> None:
-        data = png_bytes(random_pixels(96, 96, 3))
+        data = png_bytes(random_pixels(160, 160, 3))
         headers = {"content-type": "image/png", "x-request-id": "drained"}
         response = httpx.post(f"{url}/upscale", content=data, headers=headers, timeout=60)
         results.append(response.status_code)
 
     worker = threading.Thread(target=slow_upscale)
     worker.start()
-    time.sleep(0.3)
+    # Signal only once the upscale is being served, so the test shows it is drained, not refused.
+    deadline = time.monotonic() + 30
+    while not results and time.monotonic() < deadline:
+        if 'gan_serve_requests_in_flight{route="/upscale"} 1.0' in httpx.get(f"{url}/metrics").text:
+            break
+        time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
     worker.join(60)
     assert results == [200]
