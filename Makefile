@@ -6,7 +6,7 @@ MODELS ?= models
 EXTRAS ?= cpu,export,zoo,dev
 STAMP := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: setup serve models test pytest lint format typecheck clean
+.PHONY: setup serve models test pytest lint format typecheck clean image image-cpu
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -45,3 +45,10 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+## Container images (need a Docker engine): GPU and CPU serving targets.
+image:
+	docker build --target gpu -t gan-serve:gpu .
+
+image-cpu:
+	docker build --target cpu -t gan-serve:cpu .
