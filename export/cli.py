@@ -322,8 +322,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `gan-export`; returns the exit code."""
     args = _parser().parse_args(argv)
-    console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return _run(args, console)
     except KeyboardInterrupt:
