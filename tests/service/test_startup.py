@@ -14,6 +14,7 @@ from service.app import create_app
 from service.errors import ModelsDirMissing, StartupError
 from service.settings import Settings
 from tests.service.conftest import GRAY_GENERATOR, RGB_GENERATOR, UPSCALER
+from tests.service.sample_images import png_bytes, random_pixels
 
 
 @pytest.fixture
@@ -129,3 +130,25 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAN_SERVE_DEVICE", "cpu")
     settings = Settings()
     assert (settings.max_n, settings.device, settings.host, settings.port) == (5, "cpu", "127.0.0.1", 8000)
+
+
+def test_a_failing_tile_fails_the_request(small_repo: Path) -> None:
+    # A card that fixes the input to 16x16 (the graph itself takes any size): the first tile of
+    # another size breaks the model's contract, and the whole request fails naming that tile.
+    card_path = small_repo / UPSCALER / "model.json"
+    card = json.loads(card_path.read_text())
+    card["input_shape"] = [None, 16, 16, 3]
+    card_path.write_text(json.dumps(card))
+    with TestClient(create_app(Settings(models_dir=small_repo, tile_size=16, tile_overlap=4))) as client:
+        small = client.post(
+            "/upscale", content=png_bytes(random_pixels(16, 16, 3)), headers={"content-type": "image/png"}
+        )
+        assert small.status_code == 200
+        large = client.post(
+            "/upscale", content=png_bytes(random_pixels(40, 40, 3)), headers={"content-type": "image/png"}
+        )
+        assert large.status_code == 500
+        assert large.json()["error"]["code"] == "inference_failed"
+        assert large.json()["error"]["message"].startswith(
+            "tile 1 of 9 (input rows 0-16, columns 0-16) failed:"
+        )
