@@ -27,7 +27,7 @@ def error(response: Any, status: int, code: str) -> str:
     return str(body["error"]["message"])
 
 
-def post_image(client: TestClient, data: bytes, content_type: str = "image/png", **params: object) -> Any:
+def post_image(client: TestClient, data: bytes, content_type: str = "image/png", **params: Any) -> Any:
     return client.post("/upscale", content=data, headers={"content-type": content_type}, params=params)
 
 
@@ -202,7 +202,7 @@ def test_jpeg_cannot_carry_alpha(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("params", "field"), [({"tile": 5}, "tile"), ({"overlap": -1}, "overlap"), ({"zoom": 2}, "zoom")]
 )
-def test_invalid_query_parameters(client: TestClient, params: dict[str, object], field: str) -> None:
+def test_invalid_query_parameters(client: TestClient, params: dict[str, Any], field: str) -> None:
     message = error(post_image(client, png_bytes(random_pixels(8, 8, 3)), **params), 422, "invalid_request")
     assert f"query.{field}" in message
 

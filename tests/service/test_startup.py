@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 import pytest
@@ -26,12 +27,12 @@ def small_repo(repo: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def start(models: Path, **settings: object) -> str:
+def start(models: Path, **settings: Any) -> str:
     """Start an app on `models`, expecting it to refuse; return the message."""
     with (
         pytest.raises(StartupError) as caught,
         TestClient(create_app(Settings(models_dir=models, **settings))),
-    ):  # type: ignore[arg-type]
+    ):
         pass
     return caught.value.message
 
