@@ -99,12 +99,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 class RequestContextMiddleware:
-    """Request id in and out, one access log line, request metrics, and the last-resort 500."""
+    """Request id in and out, body size limit, one access log line, request metrics, the last-resort 500."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ServiceMetrics, routes: frozenset[str], max_body_bytes: int
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,27 +130,22 @@ class RequestContextMiddleware:
         in_flight = self.metrics.in_flight.labels(route)
         in_flight.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            # Every route reads its body only through FastAPI or Request.stream(): refuse an
+            # oversized declared body here once, whatever the route (/upscale also checks while streaming).
+            declared = dict(scope["headers"]).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                self.metrics.errors.labels("payload_too_large").inc()
+                message = f"the request body is larger than the limit of {self.max_body_bytes} bytes"
+                await _send_error(send_with_id, 413, "payload_too_large", message)
+            else:
+                await self.app(scope, receive, send_with_id)
         except Exception:
             # Anything that gets here is a bug: log it with its traceback, tell the client nothing more.
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             self.metrics.errors.labels("internal_error").inc()
             response["status"] = 500
             if not response["started"]:
-                body = json.dumps(
-                    {"error": {"code": "internal_error", "message": f"internal error (request id {rid})"}}
-                ).encode()
-                await send_with_id(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", b"%d" % len(body)),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await _send_error(send_with_id, 500, "internal_error", f"internal error (request id {rid})")
         finally:
             in_flight.dec()
             route = getattr(scope.get("route"), "path", route)
@@ -164,6 +162,13 @@ class RequestContextMiddleware:
                 extra={"status": response["status"], "duration_ms": round(elapsed * 1000, 1), "model": model},
             )
             request_id.reset(token)
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 @asynccontextmanager
@@ -233,5 +238,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     # Known paths label the in-flight gauge before routing; unknown paths share one label.
     routes = frozenset(getattr(route, "path", "") for router in ROUTERS for route in router.routes)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, routes=routes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.metrics,
+        routes=routes,
+        max_body_bytes=settings.max_body_bytes,
+    )
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -236,3 +237,13 @@ def test_not_ready_before_startup(settings: Settings) -> None:
     assert client.get("/health/live").status_code == 200
     error(client.get("/health/ready"), 503, "not_ready")
     error(client.post("/generate", json={}), 503, "not_ready")
+
+
+def test_oversized_json_body_refused_before_reading(repo: Path) -> None:
+    settings = Settings(models_dir=repo, max_body_bytes=4096, tile_size=32)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/generate", json={"latents": [[0.0] * 16] * 100})
+        assert (
+            error(response, 413, "payload_too_large")
+            == "the request body is larger than the limit of 4096 bytes"
+        )
