@@ -65,7 +65,10 @@ def _count_error(request: Request, code: str) -> None:
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     _count_error(request, exc.code)
-    if exc.status_code >= 500:
+    if exc.status_code == 503:
+        # Overload and shutdown are expected conditions, not faults.
+        log.warning("%s: %s", exc.code, exc.message)
+    elif exc.status_code >= 500:
         log.error("%s: %s", exc.code, exc.message)
     else:
         log.info("refused: %s: %s", exc.code, exc.message)
@@ -179,9 +182,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Our own pixel check runs first with the configured limit; Pillow's is only a backstop.
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, settings.max_image_pixels)
     inference_pool = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
-    encode_pool = ThreadPoolExecutor(settings.encode_workers, thread_name_prefix="encode")
+    encode_pool = ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="encode")
     try:
-        repository = await asyncio.to_thread(ModelRepository.load, settings, inference_pool)
+        repository = await asyncio.to_thread(ModelRepository.load, settings, inference_pool, metrics)
     except StartupError as exc:
         log.error("cannot start: %s", exc.message)
         app.state.startup_error = exc.message
@@ -212,6 +215,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ready = False
         metrics.ready.set(0)
         app.state.service = None
+        # Queued requests still get their batch; the pools stop only after that.
+        await repository.close()
         inference_pool.shutdown(wait=True, cancel_futures=True)
         encode_pool.shutdown(wait=True, cancel_futures=True)
         log.info("stopped: models released")

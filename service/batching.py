@@ -12,9 +12,10 @@ Behaviour, in the words a caller needs:
 * Rows are the unit of batching. A batch is sent as soon as it holds ``max_batch_size`` rows, or
   when its oldest row has waited ``max_queue_delay_ms``, whichever comes first; while the model is
   busy (``max_concurrent_batches`` calls already running) rows keep queuing, so load itself makes
-  batches bigger. Batches are filled exactly: a request may be split across consecutive batches
-  (its rows stay in order and it completes when its last row does), so a request larger than
-  ``max_batch_size`` is fine.
+  batches bigger. With the default delay of 0 (Triton's default too) a request never waits for
+  company, only for a busy model. Batches are filled exactly: a request may be split across
+  consecutive batches (its rows stay in order and it completes when its last row does), so a
+  request larger than ``max_batch_size`` is fine.
 * Only rows with the same trailing shape and dtype are merged (the tiles of one image, same-size
   tiles of concurrent images, latent vectors of one generator).
 * A failed batch holding several requests is re-run one request at a time, so a request that
@@ -25,6 +26,9 @@ Behaviour, in the words a caller needs:
   one gets `QueueFull`, which carries a ``retry_after`` estimate in whole seconds (HTTP 503 +
   ``Retry-After``).
 * ``close()`` stops intake and either drains what is queued or fails it with `BatcherClosed`.
+
+`BatchingRunner` puts a `DynamicBatcher` behind the service's `ModelRunner` interface (one per
+model), optionally padding batches to a few warmable shapes.
 
 Errors, in the service's one tree (`service.errors`)::
 
@@ -146,7 +150,7 @@ class DynamicBatcher:
         batch_function: BatchFunction,
         *,
         max_batch_size: int = 64,
-        max_queue_delay_ms: float = 2.0,
+        max_queue_delay_ms: float = 0.0,
         max_queue_size: int = 1024,
         max_concurrent_batches: int = 1,
         executor: Executor | None = None,

@@ -11,7 +11,9 @@ from service.settings import Settings
 from service.state import ServiceState
 
 
-def get_settings(request: Request) -> Settings:
+# Both dependencies are `async def` only so FastAPI calls them on the event loop: a plain `def`
+# dependency costs a worker-thread round trip on every request.
+async def get_settings(request: Request) -> Settings:
     """The app's settings; tests replace this with `app.dependency_overrides[get_settings]`."""
     settings: Settings = request.app.state.settings
     return settings
@@ -20,7 +22,7 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_state(request: Request, settings: SettingsDep) -> ServiceState:
+async def get_state(request: Request, settings: SettingsDep) -> ServiceState:
     """The loaded service, or 503 while models are loading or the service is stopping."""
     state: ServiceState | None = getattr(request.app.state, "service", None)
     if state is None or not getattr(request.app.state, "ready", False):

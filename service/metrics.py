@@ -16,6 +16,10 @@ disable_created_metrics()
 
 #: Latency buckets in seconds: a 64x64 image takes ~1 ms, a large tiled upscale tens of seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Batch sizes: powers of two up to the largest max_batch_size worth having.
+BATCH_SIZE_BUCKETS = tuple(float(1 << i) for i in range(13))
+#: Queue waits in seconds: the default max delay is 2 ms; seconds mean the model is saturated.
+QUEUE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class ServiceMetrics:
@@ -65,6 +69,20 @@ class ServiceMetrics:
         )
         self.warmup_seconds = Gauge(
             "gan_serve_model_warmup_seconds", "Warm-up time per model", ["model"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "gan_serve_batch_size",
+            "Rows (images or tiles) per batched session run, by model",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "gan_serve_queue_seconds",
+            "Time a request waited for its first batch to start, by model",
+            ["model"],
+            buckets=QUEUE_BUCKETS,
+            registry=self.registry,
         )
         self.ready = Gauge("gan_serve_ready", "1 once every model is loaded and warm", registry=self.registry)
 

@@ -10,6 +10,7 @@ repository with a silently missing model would turn an operator's mistake into c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from service.batching import BatchingRunner, SyncModelRunner
 from service.card import FP16_MODEL_FILENAME, ModelCard, ModelKind, is_valid_model_name, read_card
 from service.errors import (
     InferenceError,
@@ -30,7 +32,8 @@ from service.errors import (
     ProviderUnavailable,
     WrongModelKind,
 )
-from service.runner import SessionRunner
+from service.metrics import ServiceMetrics
+from service.runner import ModelRunner, SessionRunner
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ class LoadedModel:
 
     card: ModelCard
     path: Path
-    runner: SessionRunner
+    runner: ModelRunner
     providers: list[str]
     fp16: bool
     warmup_ms: float
@@ -137,7 +140,9 @@ class ModelRepository:
         self.defaults = dict(defaults)
 
     @classmethod
-    def load(cls, settings: Settings, executor: Executor) -> ModelRepository:
+    def load(
+        cls, settings: Settings, executor: Executor, metrics: ServiceMetrics | None = None
+    ) -> ModelRepository:
         """Scan, load and warm every entry; raise a `StartupError` naming the first one that fails."""
         entries = scan_repository(settings.models_dir)
         cuda_built = CUDA in ort.get_available_providers()
@@ -151,7 +156,9 @@ class ModelRepository:
             log.warning("device=auto: this onnxruntime has no CUDA execution provider; running on CPU")
         models = {}
         for entry in entries:
-            model = _load_entry(entry, settings, executor, use_cuda=settings.device != "cpu" and cuda_built)
+            model = _load_entry(
+                entry, settings, executor, metrics, use_cuda=settings.device != "cpu" and cuda_built
+            )
             models[model.card.name] = model
         defaults: dict[ModelKind, str | None] = {}
         overrides: dict[ModelKind, str | None] = {
@@ -167,6 +174,11 @@ class ModelRepository:
                 )
             defaults[kind] = override or (names[0] if names else None)
         return cls(models, defaults)
+
+    async def close(self) -> None:
+        """Let batching runners finish what is queued, then refuse new work."""
+        runners = [m.runner for m in self.models.values() if isinstance(m.runner, BatchingRunner)]
+        await asyncio.gather(*(runner.close() for runner in runners))
 
     def get(self, name: str | None, kind: ModelKind) -> LoadedModel:
         """The model called `name` (or the default `kind`), checked to be of that kind."""
@@ -194,7 +206,14 @@ def _article(kind: ModelKind) -> str:
     return f"an {kind}" if kind == "upscaler" else f"a {kind}"
 
 
-def _load_entry(entry: EntryFiles, settings: Settings, executor: Executor, *, use_cuda: bool) -> LoadedModel:
+def _load_entry(
+    entry: EntryFiles,
+    settings: Settings,
+    executor: Executor,
+    metrics: ServiceMetrics | None,
+    *,
+    use_cuda: bool,
+) -> LoadedModel:
     card = entry.card
     fp16 = use_cuda and entry.fp16_path is not None
     path = entry.fp16_path if fp16 and entry.fp16_path is not None else entry.model_path
@@ -215,8 +234,28 @@ def _load_entry(entry: EntryFiles, settings: Settings, executor: Executor, *, us
             session = _session(entry, path, [CPU], settings)
             active = session.get_providers()
     _check_io(entry, session)
-    runner = SessionRunner(session, card, executor)
-    warmup_ms = _warm_up(runner, settings)
+    on_cuda = active[0] == CUDA
+    io_binding = on_cuda if settings.io_binding is None else settings.io_binding
+    session_runner = SessionRunner(
+        session, card, executor, io_binding=io_binding, device="cuda" if on_cuda else "cpu"
+    )
+    runner: ModelRunner = session_runner
+    warm: SyncModelRunner = session_runner
+    buckets: tuple[int, ...] = ()
+    # A graph with a fixed batch size cannot take merged batches; it runs request by request.
+    if settings.batching and card.input_shape[0] is None:
+        batching = BatchingRunner(
+            session_runner,
+            executor,
+            max_batch_size=settings.max_batch_size if card.kind == "generator" else settings.max_tile_batch,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_size=settings.max_queue_size,
+            pad_to_buckets=on_cuda if settings.pad_batches is None else settings.pad_batches,
+            batch_size_observer=metrics.batch_size.labels(card.name) if metrics else None,
+            queue_time_observer=metrics.queue_seconds.labels(card.name) if metrics else None,
+        )
+        runner, warm, buckets = batching, batching, batching.buckets
+    warmup_ms = _warm_up(warm, settings, buckets)
     log.info(
         "model %s (%s) on %s%s, warm-up %.1f ms",
         card.name,
@@ -232,6 +271,7 @@ def _load_entry(entry: EntryFiles, settings: Settings, executor: Executor, *, us
 def _session(entry: EntryFiles, path: Path, providers: list[Any], settings: Settings) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
@@ -254,26 +294,29 @@ def _check_io(entry: EntryFiles, session: ort.InferenceSession) -> None:
         raise ModelLoadError(f"model entry {card.name}: card and graph disagree: {'; '.join(problems)}")
 
 
-def warmup_inputs(card: ModelCard, settings: Settings) -> list[np.ndarray]:
-    """The inputs a model is warmed up with: common batch sizes, or one full upscale tile."""
+def warmup_inputs(card: ModelCard, settings: Settings, buckets: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """The inputs a model is warmed up with: common batch sizes, or full upscale tiles.
+
+    `buckets` are the padded batch sizes a batching runner uses: warming every one of them means
+    no request ever meets a shape the session (and cuDNN's algorithm search) has not seen.
+    """
     fixed_batch = card.input_shape[0]
     if card.kind == "generator":
         assert card.latent_size is not None
-        sizes = [fixed_batch] if fixed_batch is not None else sorted(set(settings.warmup_batch_sizes))
+        wanted = set(buckets) or set(settings.warmup_batch_sizes)
+        sizes = [fixed_batch] if fixed_batch is not None else sorted(wanted)
         return [np.zeros((b, card.latent_size), np.float32) for b in sizes]
     assert card.input_channels is not None
     fixed_edge = card.input_shape[1 if card.layout == "NHWC" else 2]
     edge = fixed_edge or (settings.tile_size + 2 * settings.tile_overlap if settings.tile_size else 64)
-    shape = (1, edge, edge, card.input_channels)
-    if card.layout == "NCHW":
-        shape = (1, card.input_channels, edge, edge)
-    return [np.zeros(shape, np.float32)]
+    row = (edge, edge, card.input_channels) if card.layout == "NHWC" else (card.input_channels, edge, edge)
+    return [np.zeros((b, *row), np.float32) for b in buckets or (1,)]
 
 
-def _warm_up(runner: SessionRunner, settings: Settings) -> float:
+def _warm_up(runner: SyncModelRunner, settings: Settings, buckets: tuple[int, ...]) -> float:
     start = time.perf_counter()
     try:
-        for inputs in warmup_inputs(runner.card, settings):
+        for inputs in warmup_inputs(runner.card, settings, buckets):
             runner.run_sync(inputs)
     except InferenceError as exc:
         raise ModelLoadError(f"model entry {runner.card.name}: warm-up failed: {exc.message}") from exc

@@ -2,9 +2,8 @@
 
 Routes only ever call `await runner.run(inputs)`. `SessionRunner` runs one onnxruntime session in a
 bounded thread pool (onnxruntime releases the GIL, so the event loop stays free for health checks).
-A dynamic-batching runner (a queue that merges concurrent calls up to a maximum batch or delay,
-then hands every caller its own slice or the shared error, like Ray Serve's `batching.py`) can wrap
-a `SessionRunner` and implement the same `ModelRunner` protocol without the routes changing.
+`service.batching.BatchingRunner` wraps a `SessionRunner` in the same `ModelRunner` protocol and
+merges concurrent calls into one session run (dynamic batching), so the routes never change.
 """
 
 from __future__ import annotations
@@ -36,10 +35,20 @@ class ModelRunner(Protocol):
 class SessionRunner:
     """A `ModelRunner` over one onnxruntime session, executed in a shared bounded thread pool."""
 
-    def __init__(self, session: ort.InferenceSession, card: ModelCard, executor: Executor) -> None:
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        card: ModelCard,
+        executor: Executor,
+        *,
+        io_binding: bool = False,
+        device: str = "cpu",
+    ) -> None:
         self.card = card
         self._session = session
         self._executor = executor
+        self.io_binding = io_binding
+        self._device = device
 
     async def run(self, inputs: np.ndarray) -> np.ndarray:
         """Check `inputs` against the card, then run the session off the event loop."""
@@ -50,19 +59,29 @@ class SessionRunner:
         """Run the session in the calling thread (warm-up and benchmarks use this)."""
         self._check(inputs, self.card.input_shape, "input")
         try:
-            outputs = self._session.run([self.card.output_name], {self.card.input_name: inputs})
+            output = self._run_session(inputs)
         except Exception as exc:
             log.exception("model %s failed on input shape %s", self.card.name, inputs.shape)
             raise InferenceError(
                 f"model {self.card.name} failed on input shape {list(inputs.shape)}"
             ) from exc
-        output = np.asarray(outputs[0])
         self._check(output, self.card.output_shape, "output")
         if output.shape[0] != inputs.shape[0]:
             raise InferenceError(
                 f"model {self.card.name} returned {output.shape[0]} results for {inputs.shape[0]} inputs"
             )
         return output
+
+    def _run_session(self, inputs: np.ndarray) -> np.ndarray:
+        if not self.io_binding:
+            return np.asarray(self._session.run([self.card.output_name], {self.card.input_name: inputs})[0])
+        # On CUDA the brief measured 126k → 254k images/s (face DCGAN, batch 256) with I/O binding
+        # over run(); not re-measured here. The output is allocated on `device` and copied back once.
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(self.card.input_name, np.ascontiguousarray(inputs))
+        binding.bind_output(self.card.output_name, self._device)
+        self._session.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0])
 
     def _check(self, array: np.ndarray, shape: list[int | None], what: str) -> None:
         if array.dtype != np.float32:

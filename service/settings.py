@@ -69,8 +69,38 @@ class Settings(BaseSettings):
     tile_size: int = Field(default=256, ge=0, description="upscale tile edge in input pixels (0: no tiling)")
     tile_overlap: int = Field(default=16, ge=0, description="context pixels around each tile")
 
+    io_binding: bool | None = Field(
+        default=None,
+        description="run sessions through onnxruntime I/O binding (default: on CUDA only, where it pays)",
+    )
+
+    batching: bool = Field(
+        default=True, description="merge concurrent requests for one model into one session run"
+    )
+    max_batch_size: int = Field(
+        default=64, ge=1, le=4096, description="most generator rows (images) in one batched session run"
+    )
+    max_tile_batch: int = Field(
+        default=4, ge=1, le=256, description="most same-size upscale tiles in one batched session run"
+    )
+    max_queue_delay_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=10_000,
+        description="longest a request waits for others to fill its batch (0: only while the model is busy)",
+    )
+    max_queue_size: int = Field(
+        default=256, ge=1, description="requests waiting per model before 503 with Retry-After"
+    )
+    pad_batches: bool | None = Field(
+        default=None,
+        description="pad batches to power-of-two sizes, all warmed up at startup (default: on CUDA only)",
+    )
+
     inference_workers: int = Field(default=2, ge=1, le=64, description="threads running sessions")
-    encode_workers: int = Field(default=2, ge=1, le=64, description="threads decoding and encoding images")
+    encode_workers: int = Field(
+        default=0, ge=0, le=256, description="threads decoding and encoding images (0: one per core)"
+    )
     png_compress_level: int = Field(default=1, ge=0, le=9, description="zlib level for PNG output")
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG and WebP quality")
     warmup_batch_sizes: list[int] = Field(
@@ -102,6 +132,11 @@ class Settings(BaseSettings):
             if sagemaker_port:
                 return {**data, "port": sagemaker_port}
         return data
+
+    @property
+    def encode_threads(self) -> int:
+        """Encode pool size: `encode_workers`, or one thread per core when it is 0."""
+        return self.encode_workers or os.cpu_count() or 1
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -2,13 +2,18 @@
 
 Each tile is run with `overlap` pixels of context on every side that has neighbours; only the
 tile's core is kept from the output, so seams vanish once the overlap covers the model's receptive
-field (and stay below one grey level in practice with less). Tiles run one after another: a failing
-tile fails the whole request, with the tile named in the message.
+field (and stay below one grey level in practice with less). Up to `TILES_IN_FLIGHT` tiles of one
+image are submitted at once, so a batching runner merges same-size tiles (of this image and of
+concurrent ones) into one session run; a failing tile fails the whole request, with the tile named
+in the message, and the image's other tiles are cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -17,6 +22,10 @@ from service.card import ModelCard
 from service.errors import InferenceError, InvalidRequest, ServiceError
 from service.pixels import from_uint8, to_uint8
 from service.runner import ModelRunner, run_in_chunks
+
+#: Tiles of one image queued or running at once: enough to fill a tile batch twice over, few
+#: enough that one large image neither fills the batcher's queue nor holds many tiles in memory.
+TILES_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -81,22 +90,42 @@ async def upscale_color(
     scale = card.scale
     out = np.empty((height * scale, width * scale, channels), np.uint8)
     tiles = tile_image(height, width, tile, overlap)
-    for index, piece in enumerate(tiles):
+    window = asyncio.Semaphore(TILES_IN_FLIGHT)
+
+    async def run_one(index: int, piece: Tile) -> None:
         region = color[piece.context_top : piece.context_bottom, piece.context_left : piece.context_right]
-        try:
-            upscaled = await _run_tile(region, runner)
-        except ServiceError as exc:
-            raise InferenceError(
-                f"tile {index + 1} of {len(tiles)} (input rows {piece.top}-{piece.bottom}, "
-                f"columns {piece.left}-{piece.right}) failed: {exc.message}"
-            ) from exc
+        async with window:
+            try:
+                upscaled = await _run_tile(region, runner)
+            except ServiceError as exc:
+                raise InferenceError(
+                    f"tile {index + 1} of {len(tiles)} (input rows {piece.top}-{piece.bottom}, "
+                    f"columns {piece.left}-{piece.right}) failed: {exc.message}"
+                ) from exc
         top = (piece.top - piece.context_top) * scale
         left = (piece.left - piece.context_left) * scale
         core = upscaled[
             top : top + (piece.bottom - piece.top) * scale, left : left + (piece.right - piece.left) * scale
         ]
         out[piece.top * scale : piece.bottom * scale, piece.left * scale : piece.right * scale] = core
+
+    await _all_or_first_error([run_one(i, piece) for i, piece in enumerate(tiles)])
     return out, len(tiles)
+
+
+async def _all_or_first_error(jobs: list[Coroutine[Any, Any, None]]) -> None:
+    """Run `jobs` concurrently; on the first failure cancel the rest and raise that failure."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            error = task.exception() if task in done else None
+            if error is not None:
+                raise error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _run_tile(region: np.ndarray, runner: ModelRunner) -> np.ndarray:

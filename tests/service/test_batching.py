@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,8 +15,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 
+from service.app import create_app
 from service.batching import (
     BatcherClosed,
     BatchingRunner,
@@ -26,7 +30,9 @@ from service.batching import (
 from service.card import read_card
 from service.errors import InferenceError, NotReady, ServiceError
 from service.runner import SessionRunner
-from tests.service.conftest import RGB_GENERATOR
+from service.settings import Settings
+from tests.service.conftest import RGB_GENERATOR, UPSCALER
+from tests.service.sample_images import png_bytes, random_pixels
 
 pytestmark = pytest.mark.anyio
 
@@ -422,3 +428,78 @@ def test_padded_runner_only_ever_runs_the_bucket_shapes(rgb_session_runner: Sess
         assert runner.warmup_shapes((16,)) == [(1, 16), (2, 16), (4, 16), (6, 16)]
         out = runner.run_sync(np.zeros((3, 16), np.float32))
     assert out.shape == (3, 16, 16, 3)
+
+
+# -- through the service: what an HTTP client and an operator see ----------------------------------
+
+
+def _metric(client: TestClient, name: str, model: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'{name}{{model="{model}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} for {model} not in /metrics")
+
+
+def _generate(client: TestClient, seed: int) -> np.ndarray:
+    r = client.post("/generate", json={"model": RGB_GENERATOR, "n": 1, "seed": seed, "format": "npy"})
+    assert r.status_code == 200, r.text
+    return np.load(io.BytesIO(r.content)).astype(int)
+
+
+def test_concurrent_http_requests_share_one_batch_and_get_their_own_images(
+    settings: Settings, client: TestClient
+) -> None:
+    # A delay far beyond the test's bound: the four requests can only finish as one full batch.
+    merged = settings.model_copy(update={"max_batch_size": 4, "max_queue_delay_ms": 10_000})
+    with TestClient(create_app(merged)) as batched, ThreadPoolExecutor(4) as pool:
+        images = list(pool.map(lambda seed: _generate(batched, seed), range(4)))
+        assert _metric(batched, "gan_serve_batch_size_count", RGB_GENERATOR) == 1
+        assert _metric(batched, "gan_serve_batch_size_sum", RGB_GENERATOR) == 4
+        assert _metric(batched, "gan_serve_queue_seconds_count", RGB_GENERATOR) == 4
+    for seed, image in enumerate(images):
+        assert np.abs(image - _generate(client, seed)).max() <= 1
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_queued_work_still_finishes(settings: Settings) -> None:
+    tight = settings.model_copy(update={"max_queue_size": 1, "max_queue_delay_ms": 10_000})
+    app = create_app(tight)
+    with TestClient(app) as busy, ThreadPoolExecutor(1) as pool:
+        repository = app.state.service.repository
+        queued = pool.submit(busy.post, "/generate", json={"model": RGB_GENERATOR, "n": 1})
+        deadline = time.monotonic() + HANG
+        while repository.models[RGB_GENERATOR].runner.queued_requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        refused = busy.post("/generate", json={"model": RGB_GENERATOR, "n": 1})
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "queue_full"
+        # What shutdown does: the queued batch is sent at once instead of waiting out its delay.
+        busy.portal.call(repository.close)
+        assert queued.result(HANG).status_code == 200
+
+
+def test_tiles_of_one_image_are_batched_together(settings: Settings) -> None:
+    tiled = settings.model_copy(update={"max_queue_delay_ms": 50})
+    with TestClient(create_app(tiled)) as upscaling:
+        r = upscaling.post(
+            "/upscale",
+            content=png_bytes(random_pixels(96, 96, 3)),
+            headers={"content-type": "image/png"},
+            params={"tile": 32, "overlap": 12},
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["x-tiles"] == "9"
+        assert _metric(upscaling, "gan_serve_batch_size_sum", UPSCALER) == 9
+        assert _metric(upscaling, "gan_serve_batch_size_count", UPSCALER) < 9
+
+
+def test_batching_off_serves_the_same_images(settings: Settings, client: TestClient) -> None:
+    with TestClient(create_app(settings.model_copy(update={"batching": False}))) as unbatched:
+        for seed in (0, 1):
+            assert np.abs(_generate(unbatched, seed) - _generate(client, seed)).max() <= 1
+        assert "gan_serve_batch_size_count" not in unbatched.get("/metrics").text.split("# TYPE")[0]
+
+
+def test_io_binding_runs_give_the_same_images(settings: Settings, client: TestClient) -> None:
+    with TestClient(create_app(settings.model_copy(update={"io_binding": True}))) as bound:
+        assert np.abs(_generate(bound, 3) - _generate(client, 3)).max() <= 1
