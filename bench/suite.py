@@ -45,7 +45,6 @@ from load import Call, LoadResult, run_load  # noqa: E402
 from report import render_tables, write_docs, write_plot  # noqa: E402
 
 RESULTS = BENCH / "results"
-VENV_BIN = Path(sys.executable).parent
 
 
 @dataclass
@@ -62,6 +61,7 @@ class Plan:
     raw_seconds: float
     formats_n: int = 16
     formats_concurrency: int = 4
+    client: str = "raw"
     results: list[LoadResult] = field(default_factory=list)
 
 
@@ -204,9 +204,9 @@ def server(
 
 
 def generate_call(port: int, n: int, image_format: str, pixels: int) -> Call:
-    def check(response: httpx.Response) -> None:
+    def check(content: bytes) -> None:
         if n > 1 and image_format != "npy":
-            with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            with zipfile.ZipFile(io.BytesIO(content)) as archive:
                 if len(archive.namelist()) != n:
                     raise RuntimeError(f"zip holds {len(archive.namelist())} files, asked for {n}")
 
@@ -228,6 +228,7 @@ def measure(plan: Plan, label: str, call: Call, concurrency: int, extra: dict[st
         max_requests=plan.max_requests,
         max_seconds=plan.seconds,
         warmup=2 * concurrency,
+        client=plan.client,
     )
     result.extra.update(extra)
     plan.results.append(result)
@@ -254,7 +255,8 @@ def run_service(plan: Plan, repo: Path, name: str, pixels: int, batching: bool, 
         "GAN_SERVE_MAX_N": str(max(64, plan.n_large)),
     }
     mode = "on" if batching else "off"
-    command = [str(VENV_BIN / "gan-serve")]
+    # `-m` from the checkout root serves this checkout's code, whatever the venv was installed from.
+    command = [sys.executable, "-m", "service.cli"]
     print(f"gan-serve, batching {mode} (port {port})", flush=True)
     with server(
         command, env, f"http://127.0.0.1:{port}/ping", work / f"gan-serve-batching-{mode}.log"
@@ -357,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="built-in generator (default: dcgan-cifar10 on CPU, dcgan-faces64 on CUDA)",
     )
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="load generator HTTP client: raw (lean, the default) or httpx (~20x its CPU per request)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the Flask + Keras baseline")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args(argv)
@@ -384,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             n_large=64,
             raw_seconds=5,
         )
+    plan.client = args.client
     if args.quick:
         plan.seconds, plan.raw_seconds = 3, 2
 
@@ -429,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "quick": args.quick,
         "seconds_per_point": plan.seconds,
+        "client": plan.client,
         "machine": machine(),
         "servers": servers,
         "results": [r.as_dict() for r in plan.results],
