@@ -62,3 +62,14 @@ def test_exported_onnx_matches_the_stored_pytorch_reference(faces_repo: Path, re
     assert np.abs(images - reference["images"]).max() < 1e-4
     assert card["demo_weights"] is False
     assert "MIT" in card["description"] and "DigiFace1M" in card["description"]
+
+
+def test_faces_grid_is_four_by_four_faces(faces_repo: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from zoo.figures import faces_grid
+
+    with Image.open(faces_grid(faces_repo, tmp_path / "grid.png")) as grid:
+        assert grid.size == (4 * 128 + 5 * 2, 4 * 128 + 5 * 2)
+        pixels = np.asarray(grid.convert("RGB"), dtype=np.float32)
+    assert pixels.std() > 20  # faces, not a flat image

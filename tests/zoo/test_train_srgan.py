@@ -45,3 +45,18 @@ def test_psnr_is_measured_on_the_y_channel_with_borders_cropped() -> None:
     assert srgan_data.psnr_y(hr, off) == float("inf")
     off[8, 8] = 110
     assert 40 < srgan_data.psnr_y(hr, off) < 60
+
+
+def test_nearest_neighbour_init_starts_near_nearest_upscaling() -> None:
+    from export.architectures import build
+
+    x = np.random.default_rng(0).random((1, 6, 5, 3)).astype(np.float32)
+    target = np.tanh(2 * x.repeat(4, axis=1).repeat(4, axis=2) - 1)
+    errors = {}
+    for init in ("random", "nearest"):
+        model = build("srgan-x4", blocks=1, filters=8)
+        if init == "nearest":
+            train_srgan.nearest_neighbour_init(model)
+        errors[init] = float(np.abs(np.asarray(model(x, training=False)) - target).mean())
+
+    assert errors["nearest"] < errors["random"] / 2
