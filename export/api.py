@@ -24,7 +24,7 @@ from onnxconverter_common import float16
 from export import graph_passes
 from export.architectures import ARCHITECTURES, Architecture
 from export.convert import OPSET, to_onnx
-from export.errors import ExportError, UsageError, VerificationFailed
+from export.errors import ExportError, NotAnImageModel, UsageError, VerificationFailed
 from export.image_spec import ImageShape, ImageSpec, Range, infer_image_spec
 from export.progress import reporter
 from export.source import SourceModel, from_keras
@@ -184,13 +184,16 @@ def export_source(
         source, model, arch, image_shape=image_shape, output_range=output_range, input_range=input_range
     )
     inputs = probe_inputs(source, spec.input_range)
+    converted = OnnxRunner(model)
+    for x in inputs:  # fail here with a clear message rather than inside a graph pass
+        _run_probe(converted, x, source)
 
     with progress.step("Graph passes"):
         model, applied, pass_errors = _run_passes(model, inputs, tolerance)
     _check_graph(model)
 
     runner = OnnxRunner(model)
-    outputs = [runner(x) for x in inputs]
+    outputs = [_run_probe(runner, x, source) for x in inputs]
     scale = _measure_scale(inputs, outputs) if spec.kind == "upscaler" else None
 
     comparison: Comparison | None = None
@@ -308,6 +311,22 @@ def _run_passes(
     return model, applied, errors
 
 
+def _run_probe(runner: OnnxRunner, x: np.ndarray, source: SourceModel) -> np.ndarray:
+    try:
+        return runner(x)
+    except Exception as exc:  # onnxruntime's errors have no common public base class
+        detail = str(exc).strip().splitlines()[0]
+        if source.is_generator:
+            raise NotAnImageModel(
+                f"the ONNX model fails on a batch of shape {list(x.shape)}: {detail}"
+            ) from exc
+        raise NotAnImageModel(
+            f"the model fails on an input of shape {list(x.shape)} ({detail}): it only works at its "
+            f"input size {list(source.input_shape)}, but an upscaler must accept any height and width "
+            "(fully convolutional)"
+        ) from exc
+
+
 def _check_graph(model: onnx.ModelProto) -> None:
     """Guarantees of every written graph: valid ONNX, GPU-friendly ConvTranspose, no cancelling Transposes."""
     onnx.checker.check_model(model, full_check=True)
@@ -325,8 +344,6 @@ def _onnx_shape(value: onnx.ValueInfoProto) -> list[int | None]:
 
 def _measure_scale(inputs: list[np.ndarray], outputs: list[np.ndarray]) -> int:
     """The upscale factor, measured: output size / input size, the same integer on both axes and inputs."""
-    from export.errors import NotAnImageModel
-
     factors = set()
     for x, y in zip(inputs, outputs, strict=True):
         for axis in (1, 2):

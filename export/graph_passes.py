@@ -149,6 +149,7 @@ def optimize_portable(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """onnxruntime basic-level optimization; None if the result uses any non-standard op."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "optimized.onnx"
         options.optimized_model_filepath = str(path)

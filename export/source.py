@@ -35,7 +35,15 @@ class SourceModel:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Run the source model on a numpy batch."""
-        return np.asarray(self.call(tf.constant(x, dtype=tf.float32)), dtype=np.float32)
+        try:
+            return np.asarray(self.call(tf.constant(x, dtype=tf.float32)), dtype=np.float32)
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            need = "any height and width (fully convolutional)" if not self.is_generator else "any batch size"
+            raise NotAnImageModel(
+                f"the source model fails on an input of shape {list(x.shape)}: {detail}. "
+                f"The service needs a model that accepts {need}"
+            ) from exc
 
 
 def _shape(value: Any) -> Shape:
@@ -76,7 +84,15 @@ def from_keras(model: Any, *, format: SourceFormat = "keras", path: Path | None 
     input_shape, output_shape = _shape(inputs[0].shape), _shape(outputs[0].shape)
     check_io(input_shape, output_shape)
 
-    def call(x: Any) -> Any:
-        return model(x, training=False)
+    if len(input_shape) == 4 and input_shape[1:3] != (None, None):
+        # An upscaler built for one size (Input((64, 64, 3))) is usually fully convolutional: Keras'
+        # input check alone refuses other sizes, and the ONNX graph gets dynamic H/W. Calling the
+        # graph directly lets verification run the source on those other sizes too.
+        def call(x: Any) -> Any:
+            return model.call(x, training=False)
+    else:
+
+        def call(x: Any) -> Any:
+            return model(x, training=False)
 
     return SourceModel(call, input_shape, output_shape, format, path=path, keras_model=model)

@@ -1,6 +1,6 @@
 """Real small models, saved the ways users save them, exported once per session with the real tool.
 
-Every export test runs in the xdist group "export" (one worker), so each artifact is built once.
+Every export test module is in the xdist group "export" (one worker), so each artifact is built once.
 """
 
 from __future__ import annotations
@@ -29,12 +29,6 @@ SMALL_OPTIONS: dict[str, dict[str, int]] = {
 #: Input formats that apply to every built-in; dcgan-cifar10 ("Model 2") also as a SavedModel.
 FORMATS = ("keras", "h5", "weights")
 SAVEDMODEL_ARCHITECTURES = ("dcgan-cifar10", "srgan-x4")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if Path(str(item.fspath)).parent == Path(__file__).parent:
-            item.add_marker(pytest.mark.xdist_group("export"))
 
 
 def randomize(model: Any, seed: int) -> Any:

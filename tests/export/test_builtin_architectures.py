@@ -20,6 +20,8 @@ CASES = [(a, f) for a in SMALL_OPTIONS for f in FORMATS] + [
 ]
 IDS = [f"{a}-{f}" for a, f in CASES]
 
+pytestmark = pytest.mark.xdist_group("export")
+
 
 def _session(entry) -> ort.InferenceSession:
     return ort.InferenceSession(str(entry / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -15,6 +15,8 @@ import pytest
 from export.cli import main
 from tests.export.conftest import FIXTURES
 
+pytestmark = pytest.mark.xdist_group("export")
+
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
@@ -109,6 +111,9 @@ def bad_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save("linear", z, layers.Reshape((4, 4, 3))(layers.Dense(48)(z)))
     z = keras.Input((8,))
     save("flat1000", z, layers.Dense(1000, activation="tanh")(z))
+    lr = keras.Input((8, 8, 3))
+    dense = layers.Reshape((8, 8, 3))(layers.Dense(192)(layers.Flatten()(lr)))
+    save("fixed_size_upscaler", lr, layers.Conv2D(3, 3, padding="same", activation="sigmoid")(dense))
 
     # A layer class nobody registered: rewrite a saved model's config as if it used one.
     unknown = root / "unknown_layer.keras"
@@ -220,6 +225,11 @@ def test_parity_failure_reports_figures(capsys, tmp_path: Path, small_keras_file
 def test_output_not_an_image(capsys, tmp_path: Path, bad_models, which: str, message: str) -> None:
     code, err = _convert(capsys, tmp_path, bad_models[which])
     assert code == 2 and message in err
+
+
+def test_upscaler_that_only_takes_one_size(capsys, tmp_path: Path, bad_models) -> None:
+    code, err = _convert(capsys, tmp_path, bad_models["fixed_size_upscaler"], "--input-range", "0,1")
+    assert code == 2 and "only works at its input size [None, 8, 8, 3]" in err
 
 
 def test_several_inputs(capsys, tmp_path: Path, bad_models) -> None:

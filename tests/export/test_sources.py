@@ -15,6 +15,8 @@ from tests.export.conftest import FIXTURES, randomize
 
 REFERENCE = np.load(FIXTURES / "reference.npz")
 
+pytestmark = pytest.mark.xdist_group("export")
+
 
 @pytest.mark.parametrize(
     ("file", "kwargs", "reference", "inputs"),
@@ -113,6 +115,23 @@ def test_user_builder_with_weights(tmp_path: Path) -> None:
     session = ort.InferenceSession(str(tmp_path / "repo" / "mine" / "model.onnx"))
     z = np.random.default_rng(2).standard_normal((3, 16)).astype(np.float32)
     np.testing.assert_allclose(session.run(None, {"z": z})[0], model(z).numpy(), atol=1e-4)
+
+
+def test_upscaler_built_for_one_size_is_verified_at_others(tmp_path: Path) -> None:
+    """Input((32, 32, 3)) in Keras, yet fully convolutional: the ONNX graph takes any size, checked."""
+    import keras
+    from keras import layers
+
+    from export.api import export_keras_model
+    from export.architectures import PixelShuffle
+
+    lr = keras.Input((32, 32, 3))
+    x = PixelShuffle(2)(layers.Conv2D(12, 3, padding="same")(lr))
+    model = randomize(keras.Model(lr, layers.Conv2D(3, 3, padding="same", activation="sigmoid")(x)), 4)
+    card = export_keras_model(model, tmp_path, "fixed", input_range=(0.0, 1.0))
+    assert card.input_shape == [None, None, None, 3] and card.scale == 2
+    assert [1, 17, 23, 3] in [c.input_shape for c in card.parity.cases]
+    assert card.source.format == "keras" and card.source.path.startswith("<in-memory")
 
 
 def test_fp16_variant(tmp_path: Path, small_keras_file: Path) -> None:
