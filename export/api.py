@@ -121,9 +121,10 @@ def export_file(
     from export.loaders import load_source  # keeps `import export.api` light until a file is loaded
 
     check_name(name)
-    loaded = load_source(
-        Path(source), architecture=architecture, architecture_options=architecture_options, unsafe=unsafe
-    )
+    with reporter().step(f"Loading {source}"):
+        loaded = load_source(
+            Path(source), architecture=architecture, architecture_options=architecture_options, unsafe=unsafe
+        )
     return export_source(
         loaded,
         repo,

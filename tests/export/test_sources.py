@@ -143,3 +143,10 @@ def test_fp16_variant(tmp_path: Path, small_keras_file: Path) -> None:
     )
     (y,) = session.run(None, {"z": np.zeros((2, 8), np.float32)})
     assert y.shape == (2, 16, 16, 3) and y.dtype == np.float32
+
+
+def test_fp16_variant_rejected_below_40_db(tmp_path: Path, small_keras_file: Path) -> None:
+    """Judged against the declared output range: a tiny range makes fp16 rounding count for a lot."""
+    card = export_file(small_keras_file, tmp_path, "tight", fp16=True, output_range=(-1e-3, 1e-3))
+    assert card.fp16 is not None and not card.fp16.accepted and card.fp16.psnr_db < 40
+    assert not (tmp_path / "tight" / "model.fp16.onnx").exists()
