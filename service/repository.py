@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from service.errors import (
     WrongModelKind,
 )
 from service.metrics import ServiceMetrics
+from service.placement import enable_placement_profile, node_placement
 from service.runner import ModelRunner, SessionRunner
 from service.settings import Settings
 
@@ -54,6 +56,8 @@ class LoadedModel:
     providers: list[str]
     fp16: bool
     warmup_ms: float
+    #: Op type -> nodes onnxruntime put on the CPU provider in a CUDA session (empty on CPU).
+    cpu_nodes: dict[str, int] = field(default_factory=dict)
 
     @property
     def provider(self) -> str:
@@ -220,7 +224,9 @@ def _load_entry(
     providers: list[Any] = [CPU]
     if use_cuda:
         providers = [(CUDA, cuda_options(settings, card.kind)), CPU]
-    session = _session(entry, path, providers, settings)
+    # CUDA sessions profile their warm-up so the nodes onnxruntime left on the CPU can be reported.
+    session = _session(entry, path, providers, settings, profile=use_cuda)
+    profiled = use_cuda
     active = session.get_providers()
     if use_cuda and CUDA not in active:
         if settings.device == "cuda":
@@ -233,6 +239,7 @@ def _load_entry(
             fp16, path = False, entry.model_path
             session = _session(entry, path, [CPU], settings)
             active = session.get_providers()
+            profiled = False
     _check_io(entry, session)
     on_cuda = active[0] == CUDA
     io_binding = on_cuda if settings.io_binding is None else settings.io_binding
@@ -256,6 +263,18 @@ def _load_entry(
         )
         runner, warm, buckets = batching, batching, batching.buckets
     warmup_ms = _warm_up(warm, settings, buckets)
+    cpu_nodes: dict[str, int] = {}
+    if profiled:
+        placement = node_placement(session)
+        cpu_nodes = dict(placement.get(CPU, {})) if on_cuda else {}
+        if cpu_nodes:
+            log.warning(
+                "model %s: %d nodes run on the CPU provider, each a device-host round trip per run: %s",
+                card.name,
+                sum(cpu_nodes.values()),
+                ", ".join(f"{op} x{count}" for op, count in sorted(cpu_nodes.items())),
+                extra={"model": card.name, "cpu_nodes": cpu_nodes},
+            )
     log.info(
         "model %s (%s) on %s%s, warm-up %.1f ms",
         card.name,
@@ -265,12 +284,26 @@ def _load_entry(
         warmup_ms,
         extra={"model": card.name, "provider": active[0], "fp16": fp16, "warmup_ms": round(warmup_ms, 1)},
     )
-    return LoadedModel(card=card, path=path, runner=runner, providers=active, fp16=fp16, warmup_ms=warmup_ms)
+    return LoadedModel(
+        card=card,
+        path=path,
+        runner=runner,
+        providers=active,
+        fp16=fp16,
+        warmup_ms=warmup_ms,
+        cpu_nodes=cpu_nodes,
+    )
 
 
-def _session(entry: EntryFiles, path: Path, providers: list[Any], settings: Settings) -> ort.InferenceSession:
+def _session(
+    entry: EntryFiles, path: Path, providers: list[Any], settings: Settings, *, profile: bool = False
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
+    if profile:
+        enable_placement_profile(options, Path(tempfile.gettempdir()), entry.card.name)
     options.intra_op_num_threads = settings.intra_op_threads
+    # Idle intra-op threads would spin for a while after each run, stealing the cores that HTTP
+    # parsing and image encoding need on a small CPU host.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:

@@ -26,6 +26,9 @@ class ModelInfo(BaseModel):
     providers: list[str] = Field(description="every provider the session got, in priority order")
     fp16: bool = Field(description="the fp16 graph is in use (CUDA only, when the card accepts it)")
     warmup_ms: float
+    cpu_nodes: dict[str, int] = Field(
+        description="CUDA only: op type -> nodes onnxruntime left on the CPU provider (device-host copies)"
+    )
     card: ModelCard
 
 
@@ -51,6 +54,7 @@ async def list_models(state: StateDep) -> ModelsResponse:
             providers=m.providers,
             fp16=m.fp16,
             warmup_ms=round(m.warmup_ms, 1),
+            cpu_nodes=m.cpu_nodes,
             card=m.card,
         )
         for name, m in sorted(state.repository.models.items())
