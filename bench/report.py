@@ -175,6 +175,8 @@ def write_plot(payload: dict[str, Any], path: Path) -> Path:
         ax.plot(xs, ys, marker="o", label=name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ticks = sorted({c for points in curves.values() for c, _ in points})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("concurrent clients")
     ax.set_ylabel("images / s")
     ax.set_title(title)
@@ -207,11 +209,11 @@ def _pillow_plot(curves: dict[str, list[tuple[int, float]]], title: str, path: P
         fy = (math.log10(max(v, 1e-9)) - y_lo) / (y_hi - y_lo)
         return margin + fx * (width - 2 * margin), height - margin - fy * (height - 2 * margin)
 
-    draw.rectangle([margin, margin, width - margin, height - margin], outline="black")
     for decade in range(int(y_lo), int(y_hi) + 1):
         _, y = xy(1 << int(x_lo), 10.0**decade)
         draw.line([margin, y, width - margin, y], fill=(220, 220, 220))
         draw.text((8, y - 6), f"{10**decade:g}", fill="black")
+    draw.rectangle([margin, margin, width - margin, height - margin], outline="black")
     for c in sorted({p[0] for p in points}):
         x, _ = xy(c, 10.0**y_lo)
         draw.text((x - 6, height - margin + 8), str(c), fill="black")
