@@ -37,6 +37,11 @@ def _ratio_row(
     ]
 
 
+def _mp(result: Result | None) -> Result | None:
+    """A result whose `images_per_s` is its megapixels/s, so a ratio row compares output pixels."""
+    return None if result is None else {**result, "images_per_s": result["megapixels_per_s"]}
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -89,6 +94,12 @@ def ratio_rows(payload: dict[str, Any]) -> list[list[str]]:
             _find(results, **off, concurrency=64),
             5 if cuda else None,
             " (GPU)" if cuda else "",
+        ),
+        _ratio_row(
+            "service ÷ raw onnxruntime + PNG encode, /upscale (MP/s)",
+            _mp(_find(results, kind="service-upscale")),
+            _mp(_find(results, kind="raw-upscale")),
+            None,
         ),
         _ratio_row(f"JPEG ÷ PNG, n={n_formats}", fmt("jpeg"), fmt("png"), None),
         _ratio_row(f"npy ÷ PNG, n={n_formats}", fmt("npy"), fmt("png"), None),

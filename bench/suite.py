@@ -62,31 +62,37 @@ class Plan:
     formats_n: int = 16
     formats_concurrency: int = 4
     client: str = "raw"
+    upscaler: str | None = "srgan-x4"
+    upscale_edge: int = 64
     results: list[LoadResult] = field(default_factory=list)
 
 
 # -- the model ----------------------------------------------------------------------------------
 
 
-def prepare_model(work: Path, architecture: str) -> tuple[Path, Path, str]:
-    """Export `architecture` with random weights (fixed seed); return (repo, keras file, model name)."""
+def prepare_models(work: Path, generator: str, upscaler: str | None) -> tuple[Path, Path]:
+    """Export the built-ins with random weights (fixed seed) once; return (repo, generator's .keras file)."""
     repo = work / "repo"
-    keras_file = work / f"{architecture}.keras"
-    name = architecture
-    if (repo / name / "model.onnx").is_file() and keras_file.is_file():
-        return repo, keras_file, name
+    keras_file = work / f"{generator}.keras"
+    wanted = [generator] + ([upscaler] if upscaler else [])
+    missing = [name for name in wanted if not (repo / name / "model.json").is_file()]
+    if not missing and keras_file.is_file():
+        return repo, keras_file
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     from export.api import export_keras_model
     from export.architectures import build
 
-    keras.utils.set_random_seed(0)
-    model = build(architecture)
-    shutil.rmtree(repo, ignore_errors=True)
-    export_keras_model(model, repo, name, architecture=architecture, demo_weights=True, preview=False)
-    model.save(keras_file)
-    return repo, keras_file, name
+    for name in wanted:
+        keras.utils.set_random_seed(0)
+        model = build(name)
+        if name in missing:
+            shutil.rmtree(repo / name, ignore_errors=True)
+            export_keras_model(model, repo, name, architecture=name, demo_weights=True, preview=False)
+        if name == generator:
+            model.save(keras_file)
+    return repo, keras_file
 
 
 # -- raw onnxruntime ----------------------------------------------------------------------------
@@ -148,6 +154,55 @@ def raw_onnxruntime(
     )
 
 
+def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float) -> LoadResult:
+    """The upscaler's model file on one edge x edge image in a plain loop: session.run + PNG encode."""
+    import onnxruntime as ort
+
+    from service.card import read_card
+    from service.encode import encode_image
+    from service.pixels import from_uint8, to_uint8
+
+    card = read_card(repo / name)
+    assert card.scale and card.input_range and card.input_channels
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device == "cuda":
+        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"})]
+        providers.append("CPUExecutionProvider")
+    session = ort.InferenceSession(str(repo / name / card.file), options, providers=providers)
+    pixels = np.random.default_rng(0).integers(0, 256, (1, edge, edge, card.input_channels), dtype=np.uint8)
+
+    def step() -> None:
+        out = session.run([card.output_name], {card.input_name: from_uint8(pixels, card.input_range)})[0]
+        encode_image(to_uint8(out[0], card.output_range), "png", png_compress_level=1, quality=90)
+
+    step()
+    latencies: list[float] = []
+    begun = time.perf_counter()
+    while time.perf_counter() - begun < seconds or len(latencies) < 2:
+        started = time.perf_counter()
+        step()
+        latencies.append(time.perf_counter() - started)
+    elapsed = time.perf_counter() - begun
+    ms = np.array(latencies) * 1000
+    out_pixels = (edge * card.scale) ** 2
+    return LoadResult(
+        label=f"raw onnxruntime upscale {edge}² + png encode",
+        concurrency=1,
+        requests=len(latencies),
+        errors=0,
+        seconds=round(elapsed, 3),
+        requests_per_s=len(latencies) / elapsed,
+        images_per_s=len(latencies) / elapsed,
+        megapixels_per_s=len(latencies) * out_pixels / elapsed / 1e6,
+        p50_ms=float(np.percentile(ms, 50)),
+        p95_ms=float(np.percentile(ms, 95)),
+        p99_ms=float(np.percentile(ms, 99)),
+        extra={"kind": "raw-upscale", "edge": edge, "format": "png"},
+    )
+
+
 # -- servers ------------------------------------------------------------------------------------
 
 
@@ -203,7 +258,7 @@ def server(
                 process.wait()
 
 
-def generate_call(port: int, n: int, image_format: str, pixels: int) -> Call:
+def generate_call(port: int, model: str, n: int, image_format: str, pixels: int) -> Call:
     def check(content: bytes) -> None:
         if n > 1 and image_format != "npy":
             with zipfile.ZipFile(io.BytesIO(content)) as archive:
@@ -215,7 +270,7 @@ def generate_call(port: int, n: int, image_format: str, pixels: int) -> Call:
         url=f"http://127.0.0.1:{port}/generate",
         images=n,
         pixels_per_image=pixels,
-        json={"n": n, "format": image_format},
+        json={"model": model, "n": n, "format": image_format},
         check=check,
     )
 
@@ -242,7 +297,31 @@ def measure(plan: Plan, label: str, call: Call, concurrency: int, extra: dict[st
     return result
 
 
-def run_service(plan: Plan, repo: Path, name: str, pixels: int, batching: bool, work: Path) -> dict[str, Any]:
+def upscale_call(port: int, model: str, edge: int, scale: int) -> Call:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (edge, edge, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return Call(
+        method="POST",
+        url=f"http://127.0.0.1:{port}/upscale?model={model}&format=png",
+        images=1,
+        pixels_per_image=(edge * scale) ** 2,
+        content=buffer.getvalue(),
+        headers={"Content-Type": "image/png"},
+    )
+
+
+def run_service(
+    plan: Plan,
+    repo: Path,
+    name: str,
+    pixels: int,
+    batching: bool,
+    work: Path,
+    upscaler: tuple[str, int] | None,
+) -> dict[str, Any]:
     """Start gan-serve with batching on or off and measure every service point for that mode."""
     port = free_port()
     env = {
@@ -265,7 +344,7 @@ def run_service(plan: Plan, repo: Path, name: str, pixels: int, batching: bool, 
             measure(
                 plan,
                 f"service n=1 jpeg, batching {mode}",
-                generate_call(port, 1, "jpeg", pixels),
+                generate_call(port, name, 1, "jpeg", pixels),
                 c,
                 {"kind": "service", "batching": batching, "n": 1, "format": "jpeg"},
             )
@@ -274,17 +353,26 @@ def run_service(plan: Plan, repo: Path, name: str, pixels: int, batching: bool, 
                 measure(
                     plan,
                     f"service n={plan.formats_n} {image_format}",
-                    generate_call(port, plan.formats_n, image_format, pixels),
+                    generate_call(port, name, plan.formats_n, image_format, pixels),
                     plan.formats_concurrency,
                     {"kind": "service", "batching": True, "n": plan.formats_n, "format": image_format},
                 )
             measure(
                 plan,
                 f"service n={plan.n_large} npy",
-                generate_call(port, plan.n_large, "npy", pixels),
+                generate_call(port, name, plan.n_large, "npy", pixels),
                 2,
                 {"kind": "service", "batching": True, "n": plan.n_large, "format": "npy"},
             )
+            if upscaler is not None:
+                up_name, scale = upscaler
+                measure(
+                    plan,
+                    f"service /upscale {plan.upscale_edge}² png",
+                    upscale_call(port, up_name, plan.upscale_edge, scale),
+                    2,
+                    {"kind": "service-upscale", "edge": plan.upscale_edge, "format": "png"},
+                )
         rss = peak_rss_bytes(process.pid)
     return {"batching": batching, "peak_rss_bytes": rss}
 
@@ -365,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         default="raw",
         help="load generator HTTP client: raw (lean, the default) or httpx (~20x its CPU per request)",
     )
+    parser.add_argument("--no-upscale", action="store_true", help="skip the srgan-x4 /upscale points")
     parser.add_argument("--no-baseline", action="store_true", help="skip the Flask + Keras baseline")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args(argv)
@@ -393,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             raw_seconds=5,
         )
     plan.client = args.client
+    if args.no_upscale:
+        plan.upscaler = None
     if args.quick:
         plan.seconds, plan.raw_seconds = 3, 2
 
@@ -400,13 +491,19 @@ def main(argv: list[str] | None = None) -> int:
     work = RESULTS / "work"
     work.mkdir(exist_ok=True)
     started = time.perf_counter()
-    print(f"exporting {architecture} (random weights) with the export tool", flush=True)
-    repo, keras_file, name = prepare_model(work, architecture)
+    print(f"exporting {architecture}, {plan.upscaler} (random weights) with the export tool", flush=True)
+    repo, keras_file = prepare_models(work, architecture, plan.upscaler)
+    name = architecture
     from service.card import read_card
 
     card = read_card(repo / name)
     assert card.height and card.width
     pixels = card.height * card.width
+    upscaler: tuple[str, int] | None = None
+    if plan.upscaler is not None:
+        scale = read_card(repo / plan.upscaler).scale
+        assert scale is not None
+        upscaler = (plan.upscaler, scale)
 
     print("raw onnxruntime (same model file, same device, in this process)", flush=True)
     raw: dict[str, LoadResult] = {}
@@ -418,10 +515,14 @@ def main(argv: list[str] | None = None) -> int:
             f"  {result.label:<44}       {result.images_per_s:9.1f} img/s  p50 {result.p50_ms:8.1f} ms",
             flush=True,
         )
+    if upscaler is not None:
+        result = raw_upscale(repo, upscaler[0], plan.device, plan.upscale_edge, plan.raw_seconds)
+        plan.results.append(result)
+        print(f"  {result.label:<44}       {result.megapixels_per_s:9.2f} MP/s", flush=True)
 
     servers = {
-        "service_batching_on": run_service(plan, repo, name, pixels, True, work),
-        "service_batching_off": run_service(plan, repo, name, pixels, False, work),
+        "service_batching_on": run_service(plan, repo, name, pixels, True, work, upscaler),
+        "service_batching_off": run_service(plan, repo, name, pixels, False, work, None),
     }
     if not args.no_baseline:
         servers["baseline"] = run_baseline(plan, keras_file, pixels, work)
@@ -435,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
             "height": card.height,
             "width": card.width,
             "weights": "random (seed 0)",
+            "upscaler": plan.upscaler,
+            "upscale_edge": plan.upscale_edge,
         },
         "quick": args.quick,
         "seconds_per_point": plan.seconds,
