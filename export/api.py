@@ -279,7 +279,11 @@ def export_source(
 def _run_passes(
     model: onnx.ModelProto, inputs: list[np.ndarray], tolerance: float
 ) -> tuple[onnx.ModelProto, list[str], dict[str, float]]:
-    """Apply each pass to a copy; keep it if the graph still matches its predecessor."""
+    """Apply each pass to a copy; keep it if the graph still matches its predecessor.
+
+    Every pass gets an entry in the returned errors; only passes that changed the graph are listed
+    as applied (the ConvTranspose rewrite with its node count).
+    """
     applied: list[str] = []
     errors: dict[str, float] = {}
 
@@ -287,8 +291,9 @@ def _run_passes(
         optimized = graph_passes.optimize_portable(candidate)
         if optimized is None:
             return 0
+        before = [(n.op_type, list(n.input)) for n in candidate.graph.node]
         candidate.CopyFrom(optimized)
-        return 1
+        return int(before != [(n.op_type, list(n.input)) for n in candidate.graph.node])
 
     passes: list[tuple[str, GraphPass]] = [
         ("symmetric-conv-transpose", graph_passes.symmetric_conv_transpose),
@@ -299,6 +304,7 @@ def _run_passes(
         candidate = copy.deepcopy(model)
         changed = apply(candidate)
         if not changed:
+            errors[pass_name] = 0.0  # nothing to rewrite: the graph is unchanged
             continue
         error = compare_graphs(model, candidate, inputs[:2])
         if not error <= tolerance:

@@ -227,6 +227,21 @@ def load_savedmodel(path: Path) -> SourceModel:
     input_shape = tuple(in_spec.shape.as_list())
     output_shape = tuple(out_spec.shape.as_list())
     check_io(input_shape, output_shape)
+    variable_axes = 3 if len(input_shape) == 4 else 1  # batch, plus height and width for upscalers
+    fixed = [
+        axis
+        for axis, d in zip(
+            ("batch", "height", "width")[:variable_axes], input_shape[:variable_axes], strict=True
+        )
+        if d is not None
+    ]
+    if fixed:
+        dynamic = ["None"] * variable_axes + [str(d) for d in input_shape[variable_axes:]]
+        raise UnsupportedLayer(
+            f"{path}: the serving_default signature fixes the input's {', '.join(fixed)} "
+            f"(shape {list(input_shape)}); the service needs them dynamic. Re-save with "
+            f"tf.TensorSpec(({', '.join(dynamic)}), tf.float32) in the signature"
+        )
 
     def call(x: Any) -> Any:
         return signature(**{in_key: x})[out_key]

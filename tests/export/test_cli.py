@@ -139,6 +139,15 @@ def bad_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         module, str(paths["unsupported_op"]), signatures=module.__call__.get_concrete_function()
     )
 
+    class FixedBatch(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((1, 4), tf.float32)])
+        def __call__(self, z):
+            return tf.reshape(tf.tanh(z), (-1, 2, 2, 1))
+
+    module = FixedBatch()
+    paths["fixed_batch"] = root / "fixed_batch_savedmodel"
+    tf.saved_model.save(module, str(paths["fixed_batch"]), signatures=module.__call__.get_concrete_function())
+
     paths["text"] = root / "notes.txt"
     paths["text"].write_text("not a model")
     paths["empty_dir"] = root / "empty_dir"
@@ -197,6 +206,11 @@ def test_unsupported_layer_is_named(capsys, tmp_path: Path, bad_models) -> None:
 def test_unsupported_op_is_named(capsys, tmp_path: Path, bad_models) -> None:
     code, err = _convert(capsys, tmp_path, bad_models["unsupported_op"])
     assert code == 2 and "Lgamma" in err and "cannot express" in err
+
+
+def test_savedmodel_with_fixed_batch(capsys, tmp_path: Path, bad_models) -> None:
+    code, err = _convert(capsys, tmp_path, bad_models["fixed_batch"])
+    assert code == 2 and "fixes the input's batch" in err and "tf.TensorSpec((None, 4), tf.float32)" in err
 
 
 def test_lambda_needs_unsafe(capsys, tmp_path: Path) -> None:
