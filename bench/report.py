@@ -51,7 +51,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def ratio_rows(payload: dict[str, Any]) -> list[list[str]]:
     """The comparisons the issue asks for, each as A, B, A/B and its target."""
     results = payload["results"]
-    n_formats = 16
+    n_formats = payload.get("formats_n", 16)
     n_large = max(
         (r["extra"].get("n", 0) for r in results if r["extra"].get("kind") == "service"), default=64
     )
@@ -98,12 +98,56 @@ def ratio_rows(payload: dict[str, Any]) -> list[list[str]]:
         _ratio_row(
             "service ÷ raw onnxruntime + PNG encode, /upscale (MP/s)",
             _mp(_find(results, kind="service-upscale")),
-            _mp(_find(results, kind="raw-upscale")),
+            _mp(_find(results, kind="raw-upscale", format="png")),
+            None,
+        ),
+        _ratio_row(
+            f"service runner ÷ raw onnxruntime, batch {n_large} (model only, no HTTP)",
+            _find(results, kind="runner", n=n_large),
+            _find(results, kind="raw", n=n_large, format="array"),
+            None,
+        ),
+        _ratio_row(
+            "service runner ÷ raw onnxruntime, upscale (model only, MP/s)",
+            _mp(_find(results, kind="runner", edge=payload["model"].get("upscale_edge"))),
+            _mp(_find(results, kind="raw-upscale", format="array")),
             None,
         ),
         _ratio_row(f"JPEG ÷ PNG, n={n_formats}", fmt("jpeg"), fmt("png"), None),
         _ratio_row(f"npy ÷ PNG, n={n_formats}", fmt("npy"), fmt("png"), None),
     ]
+    return rows
+
+
+def gpu_target_rows(payload: dict[str, Any]) -> list[list[str]]:
+    """Issue 6's absolute GPU targets, each against what this run measured."""
+    results = payload["results"]
+    runner = _find(results, kind="runner", n=256)
+    upscale = _find(results, kind="runner", edge=256)
+    e2e = _find(results, kind="service", n=payload.get("formats_n"), format="png")
+    rows = []
+    for name, value, target, better in (
+        (
+            "face DCGAN batch 256 in the service runner, images/s",
+            runner and runner["images_per_s"],
+            300_000,
+            ">",
+        ),
+        ("SRGAN ×4 256→1024 in the service runner, p50 ms", upscale and upscale["p50_ms"], 4.5, "<"),
+        ("/generate 64×64 PNG n=64 over HTTP, images/s", e2e and e2e["images_per_s"], 16_000, ">"),
+    ):
+        if value is None:
+            rows.append([name, "not measured", f"{'≥' if better == '>' else '≤'} {target:,g}", ""])
+            continue
+        met = value >= target if better == ">" else value <= target
+        rows.append(
+            [
+                name,
+                f"{value:,.1f}",
+                f"{'≥' if better == '>' else '≤'} {target:,g}",
+                "yes" if met else "**no**",
+            ]
+        )
     return rows
 
 
@@ -123,6 +167,16 @@ def render_tables(payload: dict[str, Any]) -> str:
         "",
         _table(["comparison", "A img/s", "B img/s", "A ÷ B", "target", "met"], ratio_rows(payload)),
         "",
+        *(
+            [
+                "**GPU targets**",
+                "",
+                _table(["target", "measured", "target", "met"], gpu_target_rows(payload)),
+                "",
+            ]
+            if payload["device"] == "cuda"
+            else []
+        ),
         "**Every point** (closed-loop clients; latency per request)",
         "",
     ]

@@ -154,8 +154,8 @@ def raw_onnxruntime(
     )
 
 
-def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float) -> LoadResult:
-    """The upscaler's model file on one edge x edge image in a plain loop: session.run + PNG encode."""
+def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float, encode: bool) -> LoadResult:
+    """The upscaler's model file on one edge x edge image in a plain loop: session.run (+ PNG encode)."""
     import onnxruntime as ort
 
     from service.card import read_card
@@ -175,7 +175,8 @@ def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float) -
 
     def step() -> None:
         out = session.run([card.output_name], {card.input_name: from_uint8(pixels, card.input_range)})[0]
-        encode_image(to_uint8(out[0], card.output_range), "png", png_compress_level=1, quality=90)
+        if encode:
+            encode_image(to_uint8(out[0], card.output_range), "png", png_compress_level=1, quality=90)
 
     step()
     latencies: list[float] = []
@@ -188,7 +189,7 @@ def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float) -
     ms = np.array(latencies) * 1000
     out_pixels = (edge * card.scale) ** 2
     return LoadResult(
-        label=f"raw onnxruntime upscale {edge}² + png encode",
+        label=f"raw onnxruntime upscale {edge}²" + (" + png encode" if encode else ""),
         concurrency=1,
         requests=len(latencies),
         errors=0,
@@ -199,8 +200,83 @@ def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float) -
         p50_ms=float(np.percentile(ms, 50)),
         p95_ms=float(np.percentile(ms, 95)),
         p99_ms=float(np.percentile(ms, 99)),
-        extra={"kind": "raw-upscale", "edge": edge, "format": "png"},
+        extra={"kind": "raw-upscale", "edge": edge, "format": "png" if encode else "array"},
     )
+
+
+def runner_throughput(plan: Plan, repo: Path, generator: str, batch: int) -> list[LoadResult]:
+    """The service's own runners (SessionRunner: its session options, I/O binding on CUDA), in-process.
+
+    The same model files and batch as the raw loops above, so the ratio shows what the service's
+    session settings cost or gain before any HTTP is involved.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.repository import ModelRepository
+    from service.settings import Settings
+
+    settings = Settings(
+        models_dir=repo,
+        device=plan.device,
+        batching=False,
+        warmup_batch_sizes=[1, batch],
+        tile_size=plan.upscale_edge,
+        tile_overlap=0,
+        log_level="WARNING",
+    )
+    results = []
+    with ThreadPoolExecutor(1) as pool:
+        repository = ModelRepository.load(settings, pool)
+        jobs: list[tuple[str, Any, np.ndarray, int, dict[str, Any]]] = []
+        model = repository.models[generator]
+        providers = {name: m.provider for name, m in repository.models.items()}
+        assert model.card.latent_size is not None and model.card.height and model.card.width
+        latents = np.random.default_rng(0).standard_normal((batch, model.card.latent_size), dtype=np.float32)
+        gen_pixels = model.card.height * model.card.width
+        jobs.append(
+            (
+                f"service runner batch {batch}",
+                model.runner,
+                latents,
+                gen_pixels,
+                {"n": batch, "provider": providers[generator]},
+            )
+        )
+        if plan.upscaler is not None:
+            up = repository.models[plan.upscaler]
+            assert up.card.scale and up.card.input_channels
+            edge = plan.upscale_edge
+            tile = np.random.default_rng(0).random((1, edge, edge, up.card.input_channels), dtype=np.float32)
+            label = f"service runner upscale {edge}²"
+            extra = {"edge": edge, "provider": providers[plan.upscaler]}
+            jobs.append((label, up.runner, tile, (edge * up.card.scale) ** 2, extra))
+        for label, runner, inputs, pixels, extra in jobs:
+            latencies: list[float] = []
+            begun = time.perf_counter()
+            while time.perf_counter() - begun < plan.raw_seconds or len(latencies) < 2:
+                started = time.perf_counter()
+                runner.run_sync(inputs)
+                latencies.append(time.perf_counter() - started)
+            elapsed = time.perf_counter() - begun
+            ms = np.array(latencies) * 1000
+            rows = len(latencies) * len(inputs)
+            results.append(
+                LoadResult(
+                    label=label,
+                    concurrency=1,
+                    requests=len(latencies),
+                    errors=0,
+                    seconds=round(elapsed, 3),
+                    requests_per_s=len(latencies) / elapsed,
+                    images_per_s=rows / elapsed,
+                    megapixels_per_s=rows * pixels / elapsed / 1e6,
+                    p50_ms=float(np.percentile(ms, 50)),
+                    p95_ms=float(np.percentile(ms, 95)),
+                    p99_ms=float(np.percentile(ms, 99)),
+                    extra={"kind": "runner", **extra},
+                )
+            )
+    return results
 
 
 # -- servers ------------------------------------------------------------------------------------
@@ -332,6 +408,7 @@ def run_service(
         "GAN_SERVE_BATCHING": "true" if batching else "false",
         "GAN_SERVE_LOG_LEVEL": "WARNING",
         "GAN_SERVE_MAX_N": str(max(64, plan.n_large)),
+        "GAN_SERVE_MAX_BATCH_SIZE": str(max(64, plan.n_large)),
     }
     mode = "on" if batching else "off"
     # `-m` from the checkout root serves this checkout's code, whatever the venv was installed from.
@@ -467,8 +544,11 @@ def main(argv: list[str] | None = None) -> int:
             max_requests=200_000,
             concurrency=[1, 16, 64, 256],
             baseline_concurrency=[1, 16],
-            n_large=64,
+            n_large=256,
             raw_seconds=5,
+            upscale_edge=256,
+            formats_n=64,
+            formats_concurrency=16,
         )
     else:
         plan = Plan(
@@ -516,9 +596,17 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if upscaler is not None:
-        result = raw_upscale(repo, upscaler[0], plan.device, plan.upscale_edge, plan.raw_seconds)
+        for encode in (False, True):
+            result = raw_upscale(repo, upscaler[0], plan.device, plan.upscale_edge, plan.raw_seconds, encode)
+            plan.results.append(result)
+            print(f"  {result.label:<44}       {result.megapixels_per_s:9.2f} MP/s", flush=True)
+    print("the service's runners, in this process (its session options; no HTTP)", flush=True)
+    for result in runner_throughput(plan, repo, name, plan.n_large):
         plan.results.append(result)
-        print(f"  {result.label:<44}       {result.megapixels_per_s:9.2f} MP/s", flush=True)
+        print(
+            f"  {result.label:<44}       {result.images_per_s:9.1f} img/s  p50 {result.p50_ms:8.1f} ms",
+            flush=True,
+        )
 
     servers = {
         "service_batching_on": run_service(plan, repo, name, pixels, True, work, upscaler),
@@ -539,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
             "upscaler": plan.upscaler,
             "upscale_edge": plan.upscale_edge,
         },
+        "formats_n": plan.formats_n,
         "quick": args.quick,
         "seconds_per_point": plan.seconds,
         "client": plan.client,
