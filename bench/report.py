@@ -20,6 +20,10 @@ def _find(results: list[Result], **want: Any) -> Result | None:
     return None
 
 
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _ratio_row(
     name: str, a: Result | None, b: Result | None, target: float | None, note: str = ""
 ) -> list[str]:
@@ -29,8 +33,8 @@ def _ratio_row(
     met = "" if target is None else ("yes" if ratio >= target else "**no**")
     return [
         name,
-        f"{a['images_per_s']:,.0f}",
-        f"{b['images_per_s']:,.0f}",
+        _figure(a["images_per_s"]),
+        _figure(b["images_per_s"]),
         f"**{ratio:,.2f}×**",
         f"≥ {target:g}×{note}" if target else note,
         met,
