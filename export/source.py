@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
-from export.errors import NotAnImageModel, SeveralInputsOrOutputs
+from export.errors import NotAnImageModel, SeveralInputsOrOutputs, SourceError
 
 SourceFormat = Literal["keras", "h5", "savedmodel", "weights", "builtin"]
 Shape = tuple[int | None, ...]
@@ -75,7 +75,13 @@ def check_io(input_shape: Shape, output_shape: Shape) -> None:
 
 def from_keras(model: Any, *, format: SourceFormat = "keras", path: Path | None = None) -> SourceModel:
     """Wrap an in-memory Keras model (called with training=False, so BatchNorm uses moving stats)."""
-    inputs, outputs = list(model.inputs), list(model.outputs)
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError) as exc:
+        raise SourceError(
+            "the Keras model has no defined inputs/outputs (a subclassed or unbuilt model?): build it "
+            "functionally, starting from keras.Input(shape), or save weights and use --architecture"
+        ) from exc
     if len(inputs) != 1 or len(outputs) != 1:
         raise SeveralInputsOrOutputs(
             f"the model has {len(inputs)} input(s) and {len(outputs)} output(s): a generator or upscaler "
