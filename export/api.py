@@ -52,8 +52,6 @@ from service.card import (
 )
 
 MIN_FP16_PSNR_DB = 40.0
-#: Recorded in the card when verification was skipped (--no-verify): nothing was measured.
-NOT_MEASURED = -1.0
 _TOOLS = ("gan-serve", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common")
 
 GraphPass = Callable[[onnx.ModelProto], int]
@@ -220,7 +218,7 @@ def export_source(
             )
     parity = Parity(
         tolerance=tolerance,
-        max_abs_error=comparison.max_abs_error() if comparison else NOT_MEASURED,
+        max_abs_error=comparison.max_abs_error() if comparison else None,
         cases=comparison.cases() if comparison else [],
         passes=pass_errors,
     )

@@ -67,7 +67,7 @@ class Parity(_Frozen):
     """Verification figures from export time: the export fails above `tolerance`."""
 
     tolerance: float
-    max_abs_error: float
+    max_abs_error: float | None = Field(description="worst case over `cases`; None when not verified")
     cases: list[ParityCase]
     passes: dict[str, float] = Field(
         default_factory=dict,
