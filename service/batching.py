@@ -279,9 +279,11 @@ class DynamicBatcher:
                 del self._groups[request.key]
 
     def _retry_after(self) -> int:
+        """Whole seconds until the queue has likely drained: queued batches times recent batch time."""
         per_batch = self._batch_seconds or 0.05
-        batches = math.ceil(self._waiting / max(1, self.max_concurrent_batches)) + 1
-        return max(1, math.ceil(per_batch * batches))
+        queued_rows = sum(group.rows for group in self._groups.values())
+        rounds = math.ceil(queued_rows / self.max_batch_size / self.max_concurrent_batches) + 1
+        return max(1, math.ceil(per_batch * rounds))
 
     async def _dispatch_forever(self) -> None:
         try:
