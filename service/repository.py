@@ -244,7 +244,12 @@ def _load_entry(
     on_cuda = active[0] == CUDA
     io_binding = on_cuda if settings.io_binding is None else settings.io_binding
     session_runner = SessionRunner(
-        session, card, executor, io_binding=io_binding, device="cuda" if on_cuda else "cpu"
+        session,
+        card,
+        executor,
+        io_binding=io_binding,
+        device="cuda" if on_cuda else "cpu",
+        device_id=settings.cuda_device_id if on_cuda else 0,
     )
     runner: ModelRunner = session_runner
     warm: SyncModelRunner = session_runner

@@ -43,12 +43,14 @@ class SessionRunner:
         *,
         io_binding: bool = False,
         device: str = "cpu",
+        device_id: int = 0,
     ) -> None:
         self.card = card
         self._session = session
         self._executor = executor
         self.io_binding = io_binding
         self._device = device
+        self._device_id = device_id
 
     async def run(self, inputs: np.ndarray) -> np.ndarray:
         """Check `inputs` against the card, then run the session off the event loop."""
@@ -79,7 +81,7 @@ class SessionRunner:
         # over run(); not re-measured here. The output is allocated on `device` and copied back once.
         binding = self._session.io_binding()
         binding.bind_cpu_input(self.card.input_name, np.ascontiguousarray(inputs))
-        binding.bind_output(self.card.output_name, self._device)
+        binding.bind_output(self.card.output_name, self._device, self._device_id)
         self._session.run_with_iobinding(binding)
         return np.asarray(binding.copy_outputs_to_cpu()[0])
 
