@@ -503,3 +503,15 @@ def test_batching_off_serves_the_same_images(settings: Settings, client: TestCli
 def test_io_binding_runs_give_the_same_images(settings: Settings, client: TestClient) -> None:
     with TestClient(create_app(settings.model_copy(update={"io_binding": True}))) as bound:
         assert np.abs(_generate(bound, 3) - _generate(client, 3)).max() <= 1
+
+
+def test_padded_batches_serve_the_same_images(settings: Settings, client: TestClient) -> None:
+    padded = settings.model_copy(update={"pad_batches": True, "max_batch_size": 8})
+    with TestClient(create_app(padded)) as serving, ThreadPoolExecutor(3) as pool:
+        images = list(pool.map(lambda seed: _generate(serving, seed), range(3)))
+        r = serving.post(
+            "/upscale", content=png_bytes(random_pixels(40, 40, 3)), headers={"content-type": "image/png"}
+        )
+        assert r.status_code == 200, r.text
+    for seed, image in enumerate(images):
+        assert np.abs(image - _generate(client, seed)).max() <= 1
