@@ -21,7 +21,7 @@ from zoo import srgan_data
 
 GRID_SEED = 1
 # (top, left, size) of the high-resolution crop shown for each held-out photograph.
-COMPARISON_CROPS = {"chelsea": (60, 140, 128), "coffee": (150, 240, 128)}
+COMPARISON_CROPS = {"chelsea": (50, 110, 128), "coffee": (190, 290, 128)}
 ZOOM = 2
 
 
