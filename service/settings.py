@@ -77,8 +77,11 @@ class Settings(BaseSettings):
     batching: bool = Field(
         default=True, description="merge concurrent requests for one model into one session run"
     )
-    max_batch_size: int = Field(
-        default=64, ge=1, le=4096, description="most generator rows (images) in one batched session run"
+    max_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="most generator images in one batched session run (default: 256 on CUDA, 64 on CPU)",
     )
     max_tile_batch: int = Field(
         default=4, ge=1, le=256, description="most same-size upscale tiles in one batched session run"
