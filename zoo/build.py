@@ -134,13 +134,14 @@ def _srgan_report(ctx: BuildContext) -> dict[str, Any]:
 def srgan_description(report: dict[str, Any]) -> str:
     """The card description: what was trained on what, and how it scores against bicubic."""
     options = report["architecture_options"]
+    steps = report.get("steps_total", report["steps"])
     gains = ", ".join(
         f"{name} {r['psnr_y_model_db']:.2f} dB vs bicubic {r['psnr_y_bicubic_db']:.2f} dB"
         for name, r in report["test"].items()
     )
     return (
         f"SRGAN ×4 generator ({options['blocks']} residual blocks, {options['filters']} filters) trained "
-        f"in this project on scikit-image sample photographs with an L1 pixel loss ({report['steps']} "
+        f"in this project on scikit-image sample photographs with an L1 pixel loss ({steps} "
         f"steps); held-out Y-channel PSNR: {gains}"
     )
 

@@ -88,7 +88,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 def upscale_comparison(repo: Path, out: Path, gap: int = 4) -> Path:
     """Crops of the held-out photographs: LR input (nearest), bicubic, srgan-x4, original; labelled."""
     session, card = _session(repo, "srgan-x4")
-    labels = ("input ×1/4 (nearest)", "bicubic ×4", "srgan-x4", "original")
+    labels = ("input x1/4 (nearest)", "bicubic x4", "srgan-x4", "original")  # the default font has no ×
     side = max(size for _, _, size in COMPARISON_CROPS.values()) * ZOOM
     label_h = 18
     width = len(labels) * (side + gap) + gap

@@ -50,13 +50,15 @@ def test_psnr_is_measured_on_the_y_channel_with_borders_cropped() -> None:
 def test_nearest_neighbour_init_starts_near_nearest_upscaling() -> None:
     from export.architectures import build
 
-    x = np.random.default_rng(0).random((1, 6, 5, 3)).astype(np.float32)
-    target = np.tanh(2 * x.repeat(4, axis=1).repeat(4, axis=2) - 1)
-    errors = {}
+    x = np.random.default_rng(0).random((1, 12, 10, 3)).astype(np.float32)
+    nearest = x.repeat(4, axis=1).repeat(4, axis=2).ravel()
+    correlation = {}
     for init in ("random", "nearest"):
         model = build("srgan-x4", blocks=1, filters=8)
         if init == "nearest":
             train_srgan.nearest_neighbour_init(model)
-        errors[init] = float(np.abs(np.asarray(model(x, training=False)) - target).mean())
+        out = np.asarray(model(x, training=False)).ravel()
+        correlation[init] = float(np.corrcoef(out, nearest)[0, 1])
 
-    assert errors["nearest"] < errors["random"] / 2
+    assert correlation["nearest"] > 0.6
+    assert abs(correlation["random"]) < 0.3

@@ -266,6 +266,16 @@ def train(config: TrainConfig, out: Path, *, progress: bool = True) -> dict[str,
         "validation": evaluate(model, srgan_data.VALIDATION_IMAGES),
         "test": evaluate(model, srgan_data.TEST_IMAGES),
     }
+    previous = Path(config.resume).with_name(REPORT_FILENAME) if config.resume else None
+    if previous and previous.is_file():
+        earlier = json.loads(previous.read_text())
+        report["resumed_from"] = earlier
+        report["steps_total"] = earlier.get("steps_total", earlier["steps"]) + done
+        report["train_seconds_total"] = round(
+            earlier.get("train_seconds_total", earlier["train_seconds"]) + train_s, 1
+        )
+    else:
+        report["steps_total"], report["train_seconds_total"] = done, round(train_s, 1)
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
     log.info("best step %d of %d in %.0fs; test %s", best_step, done, train_s, json.dumps(report["test"]))
     return report
