@@ -3,10 +3,10 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODELS ?= models
-EXTRAS ?= cpu,export,zoo,dev
+EXTRAS ?= cpu,export,zoo,bench,dev
 STAMP := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: setup serve models test pytest lint format typecheck clean image image-cpu
+.PHONY: setup serve models test pytest lint format typecheck clean image image-cpu bench
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ format: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## Benchmark suite on CPU (a few minutes): ratios vs raw onnxruntime and the Flask baseline.
+bench: $(STAMP)
+	$(BIN)/python bench/suite.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

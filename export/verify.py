@@ -96,8 +96,7 @@ def _to_uint8(image: np.ndarray, value_range: tuple[float, float]) -> np.ndarray
 
 def _tile(image: np.ndarray, min_side: int) -> Image.Image:
     array = image[..., 0] if image.shape[-1] == 1 else image
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[image.shape[-1]]
-    tile = Image.fromarray(array, mode=mode).convert("RGB")
+    tile = Image.fromarray(array).convert("RGB")
     factor = max(1, math.ceil(min_side / min(tile.size)))
     return tile.resize((tile.width * factor, tile.height * factor), Image.Resampling.NEAREST)
 

@@ -30,14 +30,8 @@ Behaviour, in the words a caller needs:
 `BatchingRunner` puts a `DynamicBatcher` behind the service's `ModelRunner` interface (one per
 model), optionally padding batches to a few warmable shapes.
 
-Errors, in the service's one tree (`service.errors`)::
-
-    ServiceError
-    ├── QueueFull               503 queue_full (+ Retry-After)
-    ├── NotReady
-    │   └── BatcherClosed       503 not_ready
-    └── InferenceError
-        └── BatchOutputMismatch 500 inference_failed
+Its errors (`QueueFull`, `BatcherClosed`, `BatchOutputMismatch`) live in the service's one tree,
+`service.errors`.
 """
 
 from __future__ import annotations
@@ -57,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.card import ModelCard
-from service.errors import InferenceError, NotReady, ServiceError
+from service.errors import BatcherClosed, BatchOutputMismatch, QueueFull
 
 Array = npt.NDArray[Any]
 BatchFunction = Callable[[Array], Array] | Callable[[Array], Awaitable[Array]]
@@ -67,25 +61,6 @@ class Observer(Protocol):
     """Anything with ``observe(value)``, e.g. a `prometheus_client.Histogram` (or one of its labels)."""
 
     def observe(self, amount: float) -> None: ...
-
-
-class QueueFull(ServiceError):
-    """Too many requests are waiting for the model: try again after `retry_after` seconds."""
-
-    status_code = 503
-    code = "queue_full"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class BatcherClosed(NotReady):
-    """The service is shutting down and stopped taking work before the request ran."""
-
-
-class BatchOutputMismatch(InferenceError):
-    """The model returned a different number of rows than it was given."""
 
 
 @dataclass(eq=False)

@@ -19,8 +19,6 @@ MEDIA_TYPES: dict[str, str] = {
 }
 FILE_EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp", "npy": "npy"}
 
-_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-
 
 def encode_image(
     pixels: np.ndarray, image_format: OutputFormat, *, png_compress_level: int, quality: int
@@ -29,7 +27,7 @@ def encode_image(
     if image_format == "npy":
         return encode_npy(pixels)
     channels = pixels.shape[2]
-    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode=_MODES[channels])
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
     buffer = io.BytesIO()
     if image_format == "png":
         image.save(buffer, "PNG", compress_level=png_compress_level)

@@ -14,11 +14,17 @@ written for the person who sent the request. `StartupError`s stop the service be
     │   ├── UnsupportedMediaType        415 unsupported_media_type
     │   ├── InvalidImage                400 invalid_image
     │   │   └── TruncatedImage          400 truncated_image
+    │   ├── InvalidCustomAttributes     400 invalid_custom_attributes (SageMaker /invocations)
+    │   ├── NotAcceptable               406 not_acceptable
     │   └── PayloadTooLarge             413 payload_too_large
     │       ├── ImageTooLarge           413 image_too_large
-    │       └── OutputTooLarge          413 output_too_large
+    │       ├── OutputTooLarge          413 output_too_large
+    │       └── ResponseTooLarge        413 response_too_large (SageMaker's 6 MB payload limit)
+    ├── QueueFull                       503 queue_full (+ Retry-After)
     ├── NotReady                        503 not_ready
+    │   └── BatcherClosed               503 not_ready (shutting down before the request ran)
     ├── InferenceError                  500 inference_failed
+    │   └── BatchOutputMismatch         500 inference_failed
     └── StartupError                    (never reaches a client: the service does not start)
         ├── ModelsDirMissing
         ├── ModelLoadError
@@ -117,6 +123,26 @@ class OutputTooLarge(PayloadTooLarge):
     code = "output_too_large"
 
 
+class InvalidCustomAttributes(RequestError):
+    """`X-Amzn-SageMaker-Custom-Attributes` is not `key=value,...` with known keys and valid values."""
+
+    status_code = 400
+    code = "invalid_custom_attributes"
+
+
+class NotAcceptable(RequestError):
+    """`Accept` names no output the service can produce."""
+
+    status_code = 406
+    code = "not_acceptable"
+
+
+class ResponseTooLarge(PayloadTooLarge):
+    """The encoded response exceeds SageMaker's real-time payload limit."""
+
+    code = "response_too_large"
+
+
 class NotReady(ServiceError):
     """Models are still loading or the service is shutting down."""
 
@@ -145,3 +171,22 @@ class ModelLoadError(StartupError):
 
 class ProviderUnavailable(StartupError):
     """`device=cuda` was asked for but a session did not get the CUDA execution provider."""
+
+
+class QueueFull(ServiceError):
+    """Too many requests are waiting for the model: try again after `retry_after` seconds."""
+
+    status_code = 503
+    code = "queue_full"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BatcherClosed(NotReady):
+    """The service is shutting down and stopped taking work before the request ran."""
+
+
+class BatchOutputMismatch(InferenceError):
+    """The model returned a different number of rows than it was given."""

@@ -167,5 +167,5 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
     """Upscale an (H, W) alpha plane with bicubic interpolation (models only see colour)."""
     height, width = alpha.shape
-    plane = Image.fromarray(alpha, mode="L").resize((width * scale, height * scale), Image.Resampling.BICUBIC)
+    plane = Image.fromarray(alpha).resize((width * scale, height * scale), Image.Resampling.BICUBIC)
     return np.asarray(plane)

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from service.decode import media_type
 from service.deps import StateDep
 from service.encode import FILE_EXTENSIONS, MEDIA_TYPES, OutputFormat, zip_files
-from service.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
+from service.errors import InvalidCustomAttributes, NotAcceptable, ResponseTooLarge, UnsupportedMediaType
 from service.responses import JSON_MEDIA_TYPE, ZIP_MEDIA_TYPE, error_responses
 from service.routes.generate import GenerateRequest, respond_generate
 from service.routes.upscale import UpscaleOptions, read_body, respond_upscale
@@ -56,26 +56,6 @@ ACCEPTED: dict[str, OutputFormat | Literal["json", "zip"] | None] = {
 }
 
 Output = OutputFormat | Literal["json", "zip"] | None
-
-
-class InvalidCustomAttributes(RequestError):
-    """`X-Amzn-SageMaker-Custom-Attributes` is not `key=value,...` with known keys and valid values."""
-
-    status_code = 400
-    code = "invalid_custom_attributes"
-
-
-class NotAcceptable(RequestError):
-    """`Accept` names no output the service can produce."""
-
-    status_code = 406
-    code = "not_acceptable"
-
-
-class ResponseTooLarge(PayloadTooLarge):
-    """The encoded response exceeds SageMaker's real-time payload limit."""
-
-    code = "response_too_large"
 
 
 def negotiate(accept: str | None) -> Output:

@@ -31,7 +31,7 @@ def png(size: int, *, mode: str = "RGB", seed: int = 0) -> bytes:
     channels = len(mode)
     pixels = np.random.default_rng(seed).integers(0, 256, (size, size, channels), dtype=np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode=mode).save(buffer, "PNG")
+    Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(buffer, "PNG")
     return buffer.getvalue()
 
 

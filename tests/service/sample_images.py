@@ -9,10 +9,10 @@ import numpy as np
 from PIL import Image
 
 
-def png_bytes(pixels: np.ndarray, mode: str | None = None, **save: Any) -> bytes:
-    """Encode an array as PNG (mode inferred from its shape unless given)."""
+def png_bytes(pixels: np.ndarray, **save: Any) -> bytes:
+    """Encode an array as PNG, its mode inferred from shape and dtype (uint16 (H, W) → 16-bit)."""
     buffer = io.BytesIO()
-    image = Image.fromarray(pixels, mode=mode) if mode else Image.fromarray(pixels)
+    image = Image.fromarray(pixels)
     image.save(buffer, "PNG", **save)
     return buffer.getvalue()
 

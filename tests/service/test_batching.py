@@ -19,16 +19,16 @@ from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 
 from service.app import create_app
-from service.batching import (
-    BatcherClosed,
-    BatchingRunner,
-    BatchOutputMismatch,
-    DynamicBatcher,
-    QueueFull,
-    batch_buckets,
-)
+from service.batching import BatchingRunner, DynamicBatcher, batch_buckets
 from service.card import read_card
-from service.errors import InferenceError, NotReady, ServiceError
+from service.errors import (
+    BatcherClosed,
+    BatchOutputMismatch,
+    InferenceError,
+    NotReady,
+    QueueFull,
+    ServiceError,
+)
 from service.runner import SessionRunner
 from service.settings import Settings
 from tests.service.conftest import RGB_GENERATOR, UPSCALER
