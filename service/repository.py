@@ -176,7 +176,10 @@ class ModelRepository:
                     f"default {kind} {override!r} is not a {kind} in {settings.models_dir} "
                     f"(there: {', '.join(names) or 'none'})"
                 )
-            defaults[kind] = override or (names[0] if names else None)
+            # Trained weights before untrained demo entries, then by name: a request that names no
+            # model should get the best the repository has, not noise.
+            ranked = sorted(names, key=lambda name: (models[name].card.demo_weights, name))
+            defaults[kind] = override or (ranked[0] if ranked else None)
         return cls(models, defaults)
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import importlib.metadata
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -258,6 +259,8 @@ def _reporting(console: Console) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
+    # TensorFlow's C++ start-up chatter would bury the progress lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repo", type=Path, default=Path("models"), help="model repository to fill")
     p.add_argument(

@@ -105,6 +105,18 @@ def test_default_override(small_repo: Path, repo: Path) -> None:
         assert client.post("/generate", json={}).headers["x-model"] == RGB_GENERATOR
 
 
+def test_default_prefers_trained_weights_over_demo_entries(small_repo: Path, repo: Path) -> None:
+    demo = "aaa-demo"  # sorts before every other name
+    shutil.copytree(repo / GRAY_GENERATOR, small_repo / demo)
+    card = json.loads((small_repo / demo / "model.json").read_text())
+    assert card["demo_weights"] is True
+    card["name"] = demo
+    (small_repo / demo / "model.json").write_text(json.dumps(card))
+    with TestClient(create_app(Settings(models_dir=small_repo, tile_size=32))) as client:
+        assert client.get("/models").json()["defaults"]["generator"] == RGB_GENERATOR
+        assert client.post("/generate", json={}).headers["x-model"] == RGB_GENERATOR
+
+
 def test_default_override_must_exist(small_repo: Path) -> None:
     message = start(small_repo, default_generator="nope")
     assert message == f"default generator 'nope' is not a generator in {small_repo} (there: {RGB_GENERATOR})"
