@@ -122,6 +122,35 @@ def timed_loop(
     return best[0], best[1], latencies
 
 
+def loop_result(
+    label: str,
+    calls: int,
+    elapsed: float,
+    latencies: list[float],
+    *,
+    images_per_call: int,
+    pixels_per_image: int,
+    extra: dict[str, Any],
+) -> LoadResult:
+    """A `LoadResult` for an in-process loop: rates from its calls, percentiles from its latencies."""
+    ms = np.array(latencies) * 1000
+    images = calls * images_per_call
+    return LoadResult(
+        label=label,
+        concurrency=1,
+        requests=len(latencies),
+        errors=0,
+        seconds=round(elapsed, 3),
+        requests_per_s=calls / elapsed,
+        images_per_s=images / elapsed,
+        megapixels_per_s=images * pixels_per_image / elapsed / 1e6,
+        p50_ms=float(np.percentile(ms, 50)),
+        p95_ms=float(np.percentile(ms, 95)),
+        p99_ms=float(np.percentile(ms, 99)),
+        extra=extra,
+    )
+
+
 def raw_onnxruntime(
     repo: Path, name: str, device: str, batch: int, seconds: float, encode: str | None
 ) -> LoadResult:
@@ -153,21 +182,12 @@ def raw_onnxruntime(
 
     for _ in range(3):
         step()
-    calls, elapsed, latencies = timed_loop(step, seconds)
-    ms = np.array(latencies) * 1000
     label = f"raw onnxruntime batch {batch}" + (f" + {encode} encode" if encode else "")
-    return LoadResult(
-        label=label,
-        concurrency=1,
-        requests=len(latencies),
-        errors=0,
-        seconds=round(elapsed, 3),
-        requests_per_s=calls / elapsed,
-        images_per_s=calls * batch / elapsed,
-        megapixels_per_s=calls * batch * card.height * card.width / elapsed / 1e6,
-        p50_ms=float(np.percentile(ms, 50)),
-        p95_ms=float(np.percentile(ms, 95)),
-        p99_ms=float(np.percentile(ms, 99)),
+    return loop_result(
+        label,
+        *timed_loop(step, seconds),
+        images_per_call=batch,
+        pixels_per_image=card.height * card.width,
         extra={"kind": "raw", "n": batch, "format": encode or "array", "providers": session.get_providers()},
     )
 
@@ -197,21 +217,11 @@ def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float, e
             encode_image(to_uint8(out[0], card.output_range), "png", png_compress_level=1, quality=90)
 
     step()
-    calls, elapsed, latencies = timed_loop(step, seconds)
-    ms = np.array(latencies) * 1000
-    out_pixels = (edge * card.scale) ** 2
-    return LoadResult(
-        label=f"raw onnxruntime upscale {edge}²" + (" + png encode" if encode else ""),
-        concurrency=1,
-        requests=len(latencies),
-        errors=0,
-        seconds=round(elapsed, 3),
-        requests_per_s=calls / elapsed,
-        images_per_s=calls / elapsed,
-        megapixels_per_s=calls * out_pixels / elapsed / 1e6,
-        p50_ms=float(np.percentile(ms, 50)),
-        p95_ms=float(np.percentile(ms, 95)),
-        p99_ms=float(np.percentile(ms, 99)),
+    return loop_result(
+        f"raw onnxruntime upscale {edge}²" + (" + png encode" if encode else ""),
+        *timed_loop(step, seconds),
+        images_per_call=1,
+        pixels_per_image=(edge * card.scale) ** 2,
         extra={"kind": "raw-upscale", "edge": edge, "format": "png" if encode else "array"},
     )
 
@@ -263,22 +273,12 @@ def runner_throughput(plan: Plan, repo: Path, generator: str, batch: int) -> lis
             extra = {"edge": edge, "provider": providers[plan.upscaler]}
             jobs.append((label, up.runner, tile, (edge * up.card.scale) ** 2, extra))
         for label, runner, inputs, pixels, extra in jobs:
-            calls, elapsed, latencies = timed_loop(lambda r=runner, x=inputs: r.run_sync(x), plan.raw_seconds)
-            ms = np.array(latencies) * 1000
-            rows = calls * len(inputs)
             results.append(
-                LoadResult(
-                    label=label,
-                    concurrency=1,
-                    requests=len(latencies),
-                    errors=0,
-                    seconds=round(elapsed, 3),
-                    requests_per_s=calls / elapsed,
-                    images_per_s=rows / elapsed,
-                    megapixels_per_s=rows * pixels / elapsed / 1e6,
-                    p50_ms=float(np.percentile(ms, 50)),
-                    p95_ms=float(np.percentile(ms, 95)),
-                    p99_ms=float(np.percentile(ms, 99)),
+                loop_result(
+                    label,
+                    *timed_loop(lambda r=runner, x=inputs: r.run_sync(x), plan.raw_seconds),
+                    images_per_call=len(inputs),
+                    pixels_per_image=pixels,
                     extra={"kind": "runner", **extra},
                 )
             )
