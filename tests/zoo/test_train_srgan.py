@@ -48,8 +48,11 @@ def test_psnr_is_measured_on_the_y_channel_with_borders_cropped() -> None:
 
 
 def test_nearest_neighbour_init_starts_near_nearest_upscaling() -> None:
+    import keras
+
     from export.architectures import build
 
+    keras.utils.set_random_seed(0)  # Keras's own initialisers: without a seed the figure drifts by ±0.1
     x = np.random.default_rng(0).random((1, 12, 10, 3)).astype(np.float32)
     nearest = x.repeat(4, axis=1).repeat(4, axis=2).ravel()
     correlation = {}
@@ -60,5 +63,5 @@ def test_nearest_neighbour_init_starts_near_nearest_upscaling() -> None:
         out = np.asarray(model(x, training=False)).ravel()
         correlation[init] = float(np.corrcoef(out, nearest)[0, 1])
 
-    assert correlation["nearest"] > 0.6
+    assert correlation["nearest"] > 0.5  # 0.62-0.78 over seeds 0-5; random init stays near 0
     assert abs(correlation["random"]) < 0.3
