@@ -151,24 +151,30 @@ def loop_result(
     )
 
 
+def raw_session(path: Path, device: str) -> Any:
+    """A plain onnxruntime session on `device`, with none of the service's session options."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device == "cuda":
+        cuda_options = {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"}
+        providers.insert(0, ("CUDAExecutionProvider", cuda_options))
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
 def raw_onnxruntime(
     repo: Path, name: str, device: str, batch: int, seconds: float, encode: str | None
 ) -> LoadResult:
     """The same model file, batch and device, in a plain loop: session.run (+ encoding each image)."""
-    import onnxruntime as ort
 
     from service.card import read_card
     from service.encode import encode_image
     from service.pixels import to_uint8
 
     card = read_card(repo / name)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if device == "cuda":
-        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"})]
-        providers.append("CPUExecutionProvider")
-    session = ort.InferenceSession(str(repo / name / card.file), options, providers=providers)
+    session = raw_session(repo / name / card.file, device)
     assert card.latent_size is not None and card.height and card.width
     rng = np.random.default_rng(0)
 
@@ -194,7 +200,6 @@ def raw_onnxruntime(
 
 def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float, encode: bool) -> LoadResult:
     """The upscaler's model file on one edge x edge image in a plain loop: session.run (+ PNG encode)."""
-    import onnxruntime as ort
 
     from service.card import read_card
     from service.encode import encode_image
@@ -202,13 +207,7 @@ def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float, e
 
     card = read_card(repo / name)
     assert card.scale and card.input_range and card.input_channels
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if device == "cuda":
-        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"})]
-        providers.append("CPUExecutionProvider")
-    session = ort.InferenceSession(str(repo / name / card.file), options, providers=providers)
+    session = raw_session(repo / name / card.file, device)
     pixels = np.random.default_rng(0).integers(0, 256, (1, edge, edge, card.input_channels), dtype=np.uint8)
 
     def step() -> None:
