@@ -84,6 +84,51 @@ class Fp16Variant(_Frozen):
     accepted: bool
 
 
+class Condition(_Frozen):
+    """A conditional generator's class input.
+
+    The served graph always takes one float32 row per image: the latent vector followed by the
+    class as a one-hot vector of `classes` values (`input_shape[1] == latent_size + classes`),
+    whatever the source model took; export wraps integer-label and two-input models to fit.
+    """
+
+    classes: int = Field(ge=2, le=10_000, description="number of classes; labels are 0 .. classes-1")
+    class_names: list[str] | None = Field(
+        default=None, description="optional name of each class, in label order"
+    )
+    encoding: Literal["onehot"] = Field(
+        default="onehot", description="how the served graph takes the class: one-hot after the latent"
+    )
+    source: Literal["index", "onehot", "concat"] = Field(
+        description="how the source model took the class: an integer label input (usually into an "
+        "Embedding), a one-hot input, or one-hot values concatenated to the noise in one input"
+    )
+    source_input: str | None = Field(
+        default=None, description="name of the source model's label input (two-input models)"
+    )
+
+    @model_validator(mode="after")
+    def _names_fit(self) -> Condition:
+        if self.class_names is not None:
+            if len(self.class_names) != self.classes:
+                raise ValueError(f"{len(self.class_names)} class names for {self.classes} classes")
+            if len(set(self.class_names)) != len(self.class_names):
+                raise ValueError("class names must be distinct")
+        return self
+
+    def label_of(self, value: int | str) -> int:
+        """The label index for an index or a class name; `ValueError` naming the valid choices."""
+        if isinstance(value, str) and not value.lstrip("-").isdigit():
+            if self.class_names is None or value not in self.class_names:
+                names = ", ".join(self.class_names) if self.class_names else "none (use 0 .. classes-1)"
+                raise ValueError(f"unknown class name {value!r}; class names: {names}")
+            return self.class_names.index(value)
+        index = int(value)
+        if not 0 <= index < self.classes:
+            raise ValueError(f"label {index} is out of range: this model has labels 0 .. {self.classes - 1}")
+        return index
+
+
 class Source(_Frozen):
     """Where the exported model came from."""
 
@@ -122,6 +167,9 @@ class ModelCard(_Frozen):
 
     latent_size: int | None = Field(default=None, ge=1)
     latent_distribution: LatentDistribution = "normal"
+    condition: Condition | None = Field(
+        default=None, description="class conditioning of a conditional generator; None when unconditional"
+    )
 
     scale: int | None = Field(default=None, ge=1, description="upscale factor; upscalers only")
     input_range: ValueRange | None = Field(
@@ -143,10 +191,19 @@ class ModelCard(_Frozen):
             missing = [f for f in ("latent_size", "height", "width") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"a generator card needs {', '.join(missing)}")
+            width = self.input_shape[1] if len(self.input_shape) == 2 else None
+            wanted = (self.latent_size or 0) + (self.condition.classes if self.condition else 0)
+            if width is not None and width != wanted:
+                raise ValueError(
+                    f"input_shape {self.input_shape} does not hold latent_size {self.latent_size}"
+                    + (f" + {self.condition.classes} one-hot class values" if self.condition else "")
+                )
         else:
             missing = [f for f in ("scale", "input_range", "input_channels") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"an upscaler card needs {', '.join(missing)}")
+            if self.condition is not None:
+                raise ValueError("only generators can be conditional")
         return self
 
     def to_json(self) -> str:
