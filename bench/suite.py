@@ -171,15 +171,18 @@ def raw_onnxruntime(
 
     from service.card import read_card
     from service.encode import encode_image
+    from service.labels import generator_input_width
     from service.pixels import to_uint8
 
     card = read_card(repo / name)
     session = raw_session(repo / name / card.file, device)
-    assert card.latent_size is not None and card.height and card.width
+    assert card.height and card.width
+    # Conditional graphs take the one-hot class after the latent; random values there time the same.
+    width = generator_input_width(card)
     rng = np.random.default_rng(0)
 
     def step() -> None:
-        latents = rng.standard_normal((batch, card.latent_size), dtype=np.float32)
+        latents = rng.standard_normal((batch, width), dtype=np.float32)
         out = session.run([card.output_name], {card.input_name: latents})[0]
         if encode is not None:
             pixels = to_uint8(out.reshape(batch, card.height, card.width, card.channels), card.output_range)
@@ -233,6 +236,7 @@ def runner_throughput(plan: Plan, repo: Path, generator: str, batch: int) -> lis
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from service.labels import generator_input_width
     from service.repository import ModelRepository
     from service.settings import Settings
 
@@ -251,8 +255,9 @@ def runner_throughput(plan: Plan, repo: Path, generator: str, batch: int) -> lis
         jobs: list[tuple[str, Any, np.ndarray, int, dict[str, Any]]] = []
         model = repository.models[generator]
         providers = {name: m.provider for name, m in repository.models.items()}
-        assert model.card.latent_size is not None and model.card.height and model.card.width
-        latents = np.random.default_rng(0).standard_normal((batch, model.card.latent_size), dtype=np.float32)
+        assert model.card.height and model.card.width
+        width = generator_input_width(model.card)
+        latents = np.random.default_rng(0).standard_normal((batch, width), dtype=np.float32)
         gen_pixels = model.card.height * model.card.width
         jobs.append(
             (

@@ -9,6 +9,7 @@ written for the person who sent the request. `StartupError`s stop the service be
     │   ├── InvalidRequest              422 invalid_request
     │   │   ├── TooManyImages           422 too_many_images
     │   │   ├── InvalidLatents          422 invalid_latents
+    │   │   ├── InvalidLabel            422 invalid_label
     │   │   └── WrongModelKind          422 wrong_model_kind
     │   ├── ModelNotFound               404 model_not_found
     │   ├── UnsupportedMediaType        415 unsupported_media_type
@@ -69,6 +70,12 @@ class InvalidLatents(InvalidRequest):
     """An explicit latent vector has the wrong length or holds NaN or Inf."""
 
     code = "invalid_latents"
+
+
+class InvalidLabel(InvalidRequest):
+    """A class label is out of range, an unknown class name, or given to an unconditional model."""
+
+    code = "invalid_label"
 
 
 class WrongModelKind(InvalidRequest):

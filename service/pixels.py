@@ -22,16 +22,16 @@ def from_uint8(pixels: np.ndarray, value_range: ValueRange) -> np.ndarray:
     return pixels.astype(np.float32) * scale + np.float32(value_range.low)
 
 
-def grid_shape(n: int) -> tuple[int, int]:
-    """Rows and columns of the most square grid holding `n` images, filled row by row."""
-    columns = math.ceil(math.sqrt(n))
+def grid_shape(n: int, columns: int | None = None) -> tuple[int, int]:
+    """Rows and columns of a grid holding `n` images row by row: `columns` wide, else the most square."""
+    columns = columns or math.ceil(math.sqrt(n))
     return math.ceil(n / columns), columns
 
 
-def make_grid(images: np.ndarray) -> np.ndarray:
+def make_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
     """Lay (N, H, W, C) images out edge to edge, row by row; cells past the last image are black."""
     n, height, width, channels = images.shape
-    rows, columns = grid_shape(n)
+    rows, columns = grid_shape(n, columns)
     grid = np.zeros((rows * height, columns * width, channels), images.dtype)
     for index, image in enumerate(images):
         row, column = divmod(index, columns)

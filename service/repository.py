@@ -33,6 +33,7 @@ from service.errors import (
     ProviderUnavailable,
     WrongModelKind,
 )
+from service.labels import generator_input_width
 from service.metrics import ServiceMetrics
 from service.placement import enable_placement_profile, node_placement
 from service.runner import ModelRunner, SessionRunner
@@ -350,10 +351,9 @@ def warmup_inputs(card: ModelCard, settings: Settings, buckets: tuple[int, ...] 
     """
     fixed_batch = card.input_shape[0]
     if card.kind == "generator":
-        assert card.latent_size is not None
         wanted = set(buckets) or set(settings.warmup_batch_sizes)
         sizes = [fixed_batch] if fixed_batch is not None else sorted(wanted)
-        return [np.zeros((b, card.latent_size), np.float32) for b in sizes]
+        return [np.zeros((b, generator_input_width(card)), np.float32) for b in sizes]
     assert card.input_channels is not None
     fixed_edge = card.input_shape[1 if card.layout == "NHWC" else 2]
     edge = fixed_edge or (settings.tile_size + 2 * settings.tile_overlap if settings.tile_size else 64)

@@ -1,21 +1,25 @@
 """`POST /generate`: images from a generator, drawn from a seed or from explicit latent vectors.
 
+Conditional generators also take a class per image (`label` or `labels`; see `service.labels`).
+
 `respond_generate` holds the whole request → response path so other routers (SageMaker's
 `/invocations`) can call it with an already-parsed `GenerateRequest`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from service.card import ModelCard
 from service.deps import AcceptHeader, StateDep
 from service.encode import FILE_EXTENSIONS, MEDIA_TYPES, OutputFormat, encode_image, encode_npy, zip_files
 from service.errors import InferenceError, TooManyImages
+from service.labels import generator_input, resolve_labels
 from service.latents import MAX_SEED, check_latents, draw_latents, random_seed
 from service.pixels import make_grid, to_uint8
 from service.responses import (
@@ -31,6 +35,13 @@ from service.state import ServiceState
 router = APIRouter(tags=["inference"])
 
 GenerateLayout = Literal["images", "grid"]
+#: A class: its index (0 .. classes-1) or its name on the model card.
+ClassLabel = int | str
+#: Longer strings cannot be class names worth echoing back in an error message.
+MAX_CLASS_NAME = 200
+
+#: `X-Labels` lists the labels only up to this many images; JSON `labels` always holds them all.
+MAX_HEADER_LABELS = 64
 
 
 class GenerateRequest(BaseModel):
@@ -64,6 +75,45 @@ class GenerateRequest(BaseModel):
     layout: GenerateLayout = Field(
         default="images", description="images: one file per image (zip when n > 1); grid: one image"
     )
+    columns: int | None = Field(
+        default=None,
+        ge=1,
+        description="layout=grid only: images per grid row (default: one class per row for a "
+        "conditional model when no label is given and n is a multiple of its classes; "
+        "else the most square grid)",
+    )
+    label: ClassLabel | None = Field(
+        default=None,
+        description="conditional generators: the class of every image, an index 0 .. classes-1 or a "
+        "class name (default: the images spread evenly over the classes)",
+    )
+    labels: list[ClassLabel] | None = Field(
+        default=None,
+        min_length=1,
+        description="conditional generators: one class per image (index or name); "
+        "without n or latents, its length is the number of images",
+    )
+
+    @field_validator("label", "labels", mode="before")
+    @classmethod
+    def _indices_or_names(cls, value: object, info: ValidationInfo) -> object:
+        # Checked before pydantic's coercion, which would pass JSON true/false as 1/0 and 2.0 as 2.
+        if info.field_name == "labels":
+            if not isinstance(value, list):
+                return value
+            items = [(f"labels[{index}]", item) for index, item in enumerate(value)]
+        else:
+            if value is None:
+                return value
+            items = [("label", value)]
+        for where, item in items:
+            if isinstance(item, str):
+                if len(item) > MAX_CLASS_NAME:
+                    raise ValueError(f"{where} is {len(item)} characters long: no class name is")
+            elif isinstance(item, bool) or not isinstance(item, int):
+                shown = json.dumps(item) if isinstance(item, bool | None) else repr(item)
+                raise ValueError(f"{where} is {shown}: a label is a class index (0, 1, ...) or a class name")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerateRequest:
@@ -74,6 +124,24 @@ class GenerateRequest(BaseModel):
                 raise ValueError("truncation applies to drawn latents; it cannot be combined with latents")
             if self.n is not None and self.n != len(self.latents):
                 raise ValueError(f"n is {self.n} but {len(self.latents)} latent vectors were given")
+        if self.label is not None and self.labels is not None:
+            raise ValueError(
+                "give either label (one class for all images) or labels (one per image), not both"
+            )
+        if self.labels is not None:
+            if self.latents is not None and len(self.labels) != len(self.latents):
+                raise ValueError(
+                    f"{len(self.labels)} labels for {len(self.latents)} latent vectors; give one per image"
+                )
+            if self.n is not None and len(self.labels) != self.n:
+                raise ValueError(
+                    f"n is {self.n} but {len(self.labels)} labels were given: give one per image"
+                )
+        if self.columns is not None:
+            if self.layout != "grid":
+                raise ValueError("columns applies to layout=grid only")
+            if self.columns > self.count:
+                raise ValueError(f"columns is {self.columns} but only {self.count} images are asked for")
         return self
 
     @property
@@ -81,6 +149,8 @@ class GenerateRequest(BaseModel):
         """How many images this request asks for."""
         if self.latents is not None:
             return len(self.latents)
+        if self.n is None and self.labels is not None:
+            return len(self.labels)
         return self.n or 1
 
 
@@ -90,6 +160,14 @@ GENERATE_EXAMPLES: dict[str, Any] = {
     "grid": {"summary": "A 4x4 grid as one JPEG", "value": {"n": 16, "layout": "grid", "format": "jpeg"}},
     "truncated": {"summary": "Truncation trick", "value": {"n": 4, "seed": 1, "truncation": 0.7}},
     "latents": {"summary": "Explicit latents (latent_size values each)", "value": {"latents": [[0.0] * 100]}},
+    "label": {
+        "summary": "Conditional generator: four images of class 3",
+        "value": {"model": "cgan-mnist", "n": 4, "seed": 1, "label": 3},
+    },
+    "classes": {
+        "summary": "Conditional generator: a grid with one class per row",
+        "value": {"model": "cgan-mnist", "n": 40, "seed": 1, "layout": "grid"},
+    },
 }
 
 GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -97,7 +175,8 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "One image (`image/*`), several images as a zip (`0000.png`, `0001.png`, ...), "
         "an `.npy` array, or JSON with base64 images when Accept is application/json. "
         "`X-Seed` gives the seed used (absent when latents were given), `X-Model` the model, "
-        "`X-Images` the number of images.",
+        "`X-Images` the number of images, `X-Labels` the class of each image (conditional "
+        f"generators, up to {MAX_HEADER_LABELS} images; JSON `labels` always has them).",
         "content": {
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
@@ -110,6 +189,7 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
                     "seed": 42,
                     "n": 1,
                     "layout": "images",
+                    "labels": None,
                     "format": "png",
                     "images": [{"index": 0, "media_type": "image/png", "data": "iVBORw0KGgo..."}],
                 }
@@ -129,6 +209,7 @@ async def respond_generate(request: GenerateRequest, accept: str | None, state: 
     n = request.count
     if n > settings.max_n:
         raise TooManyImages(f"{n} images asked for; this server returns at most {settings.max_n} per request")
+    labels = resolve_labels(card, request.label, request.labels, n)
     seed: int | None = None
     if request.latents is not None:
         latents = check_latents(request.latents, card.latent_size)
@@ -136,18 +217,31 @@ async def respond_generate(request: GenerateRequest, accept: str | None, state: 
         seed = request.seed if request.seed is not None else random_seed()
         latents = draw_latents(seed, n, card.latent_size, card.latent_distribution, request.truncation)
     with state.metrics.model_runs_in_flight.labels(card.name).track_inprogress():
-        raw = await run_in_chunks(model.runner, latents)
+        raw = await run_in_chunks(model.runner, generator_input(latents, labels, card))
     images = generated_pixels(raw, card)
     files = await state.in_encode_pool(
-        _encode_all, images, request, settings.png_compress_level, settings.jpeg_quality
+        _encode_all,
+        images,
+        request,
+        _grid_columns(request, card, n),
+        settings.png_compress_level,
+        settings.jpeg_quality,
     )
     state.metrics.images_generated.labels(card.name).inc(n)
 
     headers = {"X-Model": card.name, "X-Images": str(n)}
     if seed is not None:
         headers["X-Seed"] = str(seed)
+    if labels is not None and n <= MAX_HEADER_LABELS:
+        headers["X-Labels"] = ",".join(str(label) for label in labels.tolist())
     if wants_json(accept):
-        meta = {"model": card.name, "seed": seed, "n": n, "layout": request.layout}
+        meta = {
+            "model": card.name,
+            "seed": seed,
+            "n": n,
+            "layout": request.layout,
+            "labels": None if labels is None else labels.tolist(),
+        }
         return json_images_response(files, request.format, headers, meta)
     if len(files) == 1:
         return binary_response(files[0], MEDIA_TYPES[request.format], headers)
@@ -177,9 +271,21 @@ def generated_pixels(raw: np.ndarray, card: ModelCard) -> np.ndarray:
     return to_uint8(raw, card.output_range)
 
 
-def _encode_all(images: np.ndarray, request: GenerateRequest, png_level: int, quality: int) -> list[bytes]:
+def _grid_columns(request: GenerateRequest, card: ModelCard, n: int) -> int | None:
+    """The asked-for grid width; one class per row for a default class spread that fills rows."""
+    if request.columns is not None:
+        return request.columns
+    condition = card.condition
+    if condition is None or request.label is not None or request.labels is not None:
+        return None
+    return n // condition.classes if n % condition.classes == 0 else None
+
+
+def _encode_all(
+    images: np.ndarray, request: GenerateRequest, columns: int | None, png_level: int, quality: int
+) -> list[bytes]:
     if request.layout == "grid":
-        images = make_grid(images)[None]
+        images = make_grid(images, columns)[None]
     if request.format == "npy":
         return [encode_npy(images[0] if request.layout == "grid" else images)]
     return [encode_image(i, request.format, png_compress_level=png_level, quality=quality) for i in images]
