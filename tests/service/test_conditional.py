@@ -18,7 +18,6 @@ import numpy as np
 import onnx
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
 from onnx import TensorProto, helper, numpy_helper
 
 from service.app import create_app
@@ -108,14 +107,10 @@ def cond_client(conditional_repo: Path) -> Iterator[TestClient]:
         yield client
 
 
-def _post(client: TestClient, **body: object) -> Response:
-    return client.post("/generate", json={"model": NAMED, **body})
-
-
 def _pixels(client: TestClient, **body: object) -> np.ndarray:
     response = client.post("/generate", json={"model": NAMED, "format": "npy", **body})
     assert response.status_code == 200, response.text
-    return np.load(io.BytesIO(response.content))
+    return np.asarray(np.load(io.BytesIO(response.content)))
 
 
 def _class_of(image: np.ndarray) -> int:
@@ -315,7 +310,9 @@ def test_malformed_label_requests_are_refused(
 
 
 def test_latents_must_hold_only_the_latent_part(cond_client: TestClient) -> None:
-    response = _post(cond_client, latents=[[0.0] * (LATENT + 4)], label=0)
+    response = cond_client.post(
+        "/generate", json={"model": NAMED, "latents": [[0.0] * (LATENT + 4)], "label": 0}
+    )
     assert response.status_code == 422
     assert response.json()["error"] == {
         "code": "invalid_latents",
