@@ -1,20 +1,19 @@
 """Built-in Keras architectures: the model families of the brief, by name.
 
 Each builder returns an unbuilt-weights `keras.Model` with the exact layer structure users trained,
-so a weights-only file saved from their notebook loads into it. `ARCHITECTURES` maps the CLI name
-to an `Architecture`, which also says what the model card should record about its I/O.
+so a weights-only file saved from their notebook loads into it. `export.catalog.ARCHITECTURES` maps
+the CLI name to an `Architecture`, which also says what the model card should record about its I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 from keras import layers
 
-from service.card import ModelKind
+from export.catalog import ARCHITECTURES as ARCHITECTURES  # re-exported for callers that build
 
 
 @keras.saving.register_keras_serializable(package="gan_serve")
@@ -123,69 +122,25 @@ def srgan_x4(blocks: int = 16, filters: int = 64, channels: int = 3) -> keras.Mo
     return keras.Model(lr, out, name="srgan_x4")
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """A built-in architecture and what its model card records about its I/O."""
+def cgan_digits(latent_size: int = 32, classes: int = 10) -> keras.Model:
+    """A Keras-GAN-style conditional generator: noise × label embedding → 8×8 grayscale digit.
 
-    name: str
-    build: Callable[..., keras.Model]
-    kind: ModelKind
-    description: str
-    output_range: tuple[float, float] = (-1.0, 1.0)
-    input_range: tuple[float, float] | None = None
-    scale: int | None = None
-    image_shape: tuple[int, int, int] | None = None  # (H, W, C) of a generator's image
-    flat_output: bool = False
-    options: dict[str, int] = field(default_factory=dict)  # builder keyword arguments and defaults
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    a.name: a
-    for a in (
-        Architecture(
-            "mlp-cifar10",
-            mlp_cifar10,
-            "generator",
-            "MLP generator, CIFAR-10 32×32×3, flat tanh output",
-            image_shape=(32, 32, 3),
-            flat_output=True,
-            options={"latent_size": 100},
-        ),
-        Architecture(
-            "dcgan-cifar10",
-            dcgan_cifar10,
-            "generator",
-            "DCGAN generator, CIFAR-10 32×32×3 (kernel 5, stride 2)",
-            image_shape=(32, 32, 3),
-            options={"latent_size": 100},
-        ),
-        Architecture(
-            "dcgan-mnist",
-            dcgan_mnist,
-            "generator",
-            "DCGAN generator, MNIST 28×28 grayscale",
-            image_shape=(28, 28, 1),
-            options={"latent_size": 100},
-        ),
-        Architecture(
-            "dcgan-faces64",
-            dcgan_faces64,
-            "generator",
-            "DCGAN generator (PyTorch tutorial architecture), faces 64×64×3",
-            image_shape=(64, 64, 3),
-            options={"latent_size": 100, "ngf": 64},
-        ),
-        Architecture(
-            "srgan-x4",
-            srgan_x4,
-            "upscaler",
-            "SRGAN ×4 generator: residual blocks, two pixel-shuffle ×2 stages",
-            input_range=(0.0, 1.0),
-            scale=4,
-            options={"blocks": 16, "filters": 64, "channels": 3},
-        ),
-    )
-}
+    Two inputs, `z` (N, latent_size) and an integer `label` (N, 1); the label's `Embedding` is
+    multiplied with the noise, as in the Keras-GAN collection's `cgan`.
+    """
+    z = keras.Input((latent_size,), name="z")
+    label = keras.Input((1,), dtype="int32", name="label")
+    embedded = layers.Flatten()(layers.Embedding(classes, latent_size)(label))
+    x = layers.Multiply()([z, embedded])
+    x = layers.Dense(4 * 4 * 64)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.LeakyReLU(negative_slope=0.2)(x)
+    x = layers.Reshape((4, 4, 64))(x)
+    x = layers.Conv2DTranspose(32, 4, strides=2, padding="same")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.LeakyReLU(negative_slope=0.2)(x)
+    out = layers.Conv2D(1, 3, padding="same", activation="tanh")(x)
+    return keras.Model([z, label], out, name="cgan_digits")
 
 
 def build(name: str, **options: int) -> keras.Model:
@@ -194,4 +149,5 @@ def build(name: str, **options: int) -> keras.Model:
     unknown = set(options) - set(arch.options)
     if unknown:
         raise TypeError(f"{name} takes options {sorted(arch.options)}, not {sorted(unknown)}")
-    return arch.build(**{**arch.options, **options})
+    builder: Callable[..., keras.Model] = globals()[arch.builder]
+    return builder(**{**arch.options, **options})

@@ -22,9 +22,13 @@ from rich.console import Console
 from rich.text import Text
 
 from export.errors import ExportError, SourceError, SourceNotFound, UsageError
-from service.card import is_valid_model_name
+from service.card import ModelCard, is_valid_model_name
 
 EXIT_OK, EXIT_VERIFICATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+#: Kept in step with export.api.DEFAULT_TOLERANCE (checked by a test) without importing TensorFlow.
+DEFAULT_TOLERANCE = 1e-4
+#: Options whose values may start with '-' (ranges such as -1,1), which argparse takes for options.
+_NEGATIVE_VALUE_OPTIONS = ("--input-range", "--output-range")
 
 EPILOG = """\
 from a .keras file to a model-repository entry:
@@ -54,10 +58,16 @@ examples:
   gan-export convert mlp.h5 --repo models --name mlp --image-shape 32x32x3
   gan-export convert sr.weights.h5 --architecture srgan-x4 --option blocks=8 --repo models --name sr
   gan-export convert model.h5 --unsafe --input-range 0,255 --repo models --name sr  # has Lambda layers
+  gan-export convert srgan.weights.h5 --architecture nets:srgan --input-range -1,1 --repo models --name sr
+  gan-export convert cgan.keras --condition onehot:10 --class-names 0,1,2,3,4,5,6,7,8,9 --repo m --name c
+  gan-export convert training_checkpoints/ --architecture dcgan:make_generator_model --repo m --name g
 
-The value range of the output is read from the architecture, else from a final tanh ([-1,1]) or
-sigmoid ([0,1]); otherwise pass --output-range. Upscalers need --input-range unless their
-architecture says it.
+The output range is read from the architecture, else from the graph: a final tanh [-1,1], sigmoid
+[0,1] or clip, followed by any rescaling (Rescaling, x*127.5+127.5...). An upscaler's input range is
+read from a leading Rescaling or x/255-style op. Whatever cannot be read is asked for in one message
+before the conversion starts. Conditional generators (noise + integer label into an Embedding, or
+noise + one-hot) are recognised from their two inputs; one input holding noise and a one-hot class
+needs --condition onehot:K.
 """
 
 
@@ -101,9 +111,21 @@ def _parser() -> argparse.ArgumentParser:
         help="integer option for the architecture builder (repeatable), e.g. --option blocks=8",
     )
     convert.add_argument("--image-shape", metavar="HxWxC", help="image shape of a flat output, e.g. 32x32x3")
-    convert.add_argument("--output-range", metavar="LOW,HIGH", help="value range of the output, e.g. 0,255")
     convert.add_argument(
-        "--input-range", metavar="LOW,HIGH", help="value range an upscaler expects, e.g. 0,1"
+        "--output-range", metavar="LOW,HIGH", help="value range of the output, e.g. 0,255 or -1,1"
+    )
+    convert.add_argument(
+        "--input-range", metavar="LOW,HIGH", help="value range an upscaler expects, e.g. 0,1 or -1,1"
+    )
+    convert.add_argument(
+        "--condition",
+        metavar="onehot:K|index:K",
+        help="class conditioning the model does not show: onehot:K when the last K input values are a "
+        "one-hot class concatenated to the noise (onehot:K:first when they come first); index:K when an "
+        "integer label input feeds no Embedding",
+    )
+    convert.add_argument(
+        "--class-names", metavar="A,B,...", help="names of a conditional generator's classes, in label order"
     )
     convert.add_argument("--description", default="", help="free text stored in the model card")
     convert.add_argument(
@@ -118,7 +140,11 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--no-verify", action="store_true", help="skip the source-vs-ONNX comparison")
     convert.add_argument("--no-preview", action="store_true", help="do not write preview.png")
     convert.add_argument(
-        "--tolerance", type=float, default=1e-4, help="max abs error allowed, source vs ONNX (default 1e-4)"
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="max abs error allowed between source and ONNX, as a fraction of the output range "
+        f"(default {DEFAULT_TOLERANCE:g}: 2e-4 for [-1,1], 0.0255 for [0,255])",
     )
 
     package = commands.add_parser(
@@ -206,6 +232,47 @@ def parse_range(text: str, option: str) -> tuple[float, float]:
     return (low, high)
 
 
+def parse_condition(text: str) -> tuple[str, int, bool]:
+    """'onehot:10' → ('onehot', 10, False); 'onehot:10:first' → ('onehot', 10, True); 'index:10'."""
+    parts = text.strip().lower().split(":")
+    try:
+        if parts[0] not in ("onehot", "index") or len(parts) not in (2, 3):
+            raise ValueError
+        classes = int(parts[1])
+        first = len(parts) == 3
+        if classes < 2 or (first and (parts[2] != "first" or parts[0] != "onehot")):
+            raise ValueError
+    except ValueError:
+        raise UsageError(
+            f"--condition {text!r}: expected onehot:K, onehot:K:first or index:K with K ≥ 2 classes, "
+            "e.g. --condition onehot:10"
+        ) from None
+    return parts[0], classes, first
+
+
+def parse_class_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if any(not name for name in names) or len(set(names)) != len(names):
+        raise UsageError(f"--class-names {text!r}: expected distinct, non-empty names separated by commas")
+    return names
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--input-range -1,1` → `--input-range=-1,1`: argparse would take `-1,1` for an option."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        item = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else ""
+        if item in _NEGATIVE_VALUE_OPTIONS and following[:1] == "-" and following[1:2].isdigit():
+            joined.append(f"{item}={following}")
+            index += 2
+            continue
+        joined.append(item)
+        index += 1
+    return joined
+
+
 def _convert(args: argparse.Namespace, console: Console) -> int:
     _quiet_frameworks()
     if not is_valid_model_name(args.name):
@@ -217,13 +284,24 @@ def _convert(args: argparse.Namespace, console: Console) -> int:
     image_shape = parse_image_shape(args.image_shape) if args.image_shape else None
     output_range = parse_range(args.output_range, "--output-range") if args.output_range else None
     input_range = parse_range(args.input_range, "--input-range") if args.input_range else None
-    if not args.source.exists():
+    condition = parse_condition(args.condition) if args.condition else None
+    class_names = parse_class_names(args.class_names) if args.class_names else None
+    if condition and class_names and len(class_names) != condition[1]:
+        raise UsageError(
+            f"--class-names gives {len(class_names)} names but --condition says {condition[1]} classes"
+        )
+    if not args.source.exists() and not Path(str(args.source) + ".index").exists():
         raise SourceNotFound(f"{args.source}: no such file or directory")
 
     reporter = RichReporter(console)
     with reporter.step("Loading TensorFlow"):
         from export.api import export_file
         from export.progress import reporting_to
+        from export.source import ConditionRequest
+    request = None
+    if condition is not None:
+        kind, classes, first = condition
+        request = ConditionRequest(classes, "concat" if kind == "onehot" else "index", onehot_first=first)
     with reporting_to(reporter):
         card = export_file(
             args.source,
@@ -241,6 +319,8 @@ def _convert(args: argparse.Namespace, console: Console) -> int:
             image_shape=image_shape,
             output_range=output_range,
             input_range=input_range,
+            condition=request,
+            class_names=class_names,
         )
     entry = args.repo / card.name
     what = (
@@ -248,12 +328,18 @@ def _convert(args: argparse.Namespace, console: Console) -> int:
         if card.kind == "generator"
         else f"upscaler ×{card.scale}, {card.input_channels} → {card.channels} channels"
     )
+    if card.condition is not None:
+        what += f", {card.condition.classes} classes ({card.condition.source} label)"
+    ranges = f"output [{card.output_range.low:g}, {card.output_range.high:g}]"
+    if card.input_range is not None:
+        ranges = f"input [{card.input_range.low:g}, {card.input_range.high:g}], " + ranges
     verified = (
-        f"max abs error {card.parity.max_abs_error:.2e} ≤ {card.parity.tolerance:g}"
+        f"max abs error {card.parity.max_abs_error:.2e} = {card.parity.max_relative_error or 0:.1e} of the "
+        f"range ≤ {card.parity.tolerance:g}"
         if card.parity.cases
         else "not verified (--no-verify)"
     )
-    console.print(f"[bold]{entry}[/bold]: {what}; {verified}")
+    console.print(f"[bold]{entry}[/bold]: {what}; {ranges}; {verified}")
     for name in sorted(p.name for p in entry.iterdir()):
         console.print(f"  {entry / name}")
     return EXIT_OK
@@ -270,7 +356,7 @@ def _package(args: argparse.Namespace, console: Console) -> int:
 
 def _architectures(console: Console) -> int:
     _quiet_frameworks()
-    from export.architectures import ARCHITECTURES
+    from export.catalog import ARCHITECTURES
 
     for arch in ARCHITECTURES.values():
         options = " ".join(f"{k}={v}" for k, v in arch.options.items())
@@ -306,7 +392,19 @@ def _inspect(args: argparse.Namespace, console: Console) -> int:
             )
         card = ModelCard.model_validate(json.loads(props[METADATA_KEY]))
     console.print_json(card.to_json())
+    hint = _latent_hint(card)
+    if hint:
+        console.print(hint)
     return EXIT_OK
+
+
+def _latent_hint(card: ModelCard) -> str | None:
+    """The conditional-looking latent hint, for an unconditional generator card."""
+    if card.kind != "generator" or card.condition is not None or card.latent_size is None:
+        return None
+    from export.conditional_hint import latent_hint
+
+    return latent_hint(card.latent_size)
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -321,7 +419,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `gan-export`; returns the exit code."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     console = Console(highlight=False, soft_wrap=True)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
@@ -330,11 +428,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print("interrupted")
         return 130
     except Exception as exc:
+        if os.environ.get("GAN_EXPORT_DEBUG"):
+            traceback.print_exc()
         if isinstance(exc, ExportError):
             errors.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
             return int(exc.exit_code)
-        if os.environ.get("GAN_EXPORT_DEBUG"):
-            traceback.print_exc()
         message = f"{type(exc).__name__}: {exc} (please report it; set GAN_EXPORT_DEBUG=1 for the traceback)"
         errors.print(Text.assemble(("internal error: ", "red"), message), soft_wrap=True)
         return EXIT_INTERNAL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import onnx
@@ -47,8 +48,27 @@ def signature_shape(source: SourceModel) -> Shape:
     return (None, None, None, source.input_shape[3])
 
 
-def to_onnx(source: SourceModel, shape: Shape | None = None) -> onnx.ModelProto:
-    """Convert `source` to an ONNX model with input `z`/`lr`, output `image`, named dynamic axes."""
+@dataclass
+class TracedGraph:
+    """The source model traced and frozen into a TensorFlow GraphDef: what tf2onnx converts.
+
+    Tracing is cheap next to conversion, so everything that can be read off the graph (value
+    ranges) is read here, before the user waits for tf2onnx.
+    """
+
+    graph_def: Any
+    input_names: list[str]
+    output_names: list[str]
+    tensors_to_rename: dict[str, str]
+    name: str
+    input_name: str
+    generator: bool
+
+
+def trace(source: SourceModel, shape: Shape | None = None) -> TracedGraph:
+    """Trace `source.call` over a named input signature and freeze its variables into constants."""
+    from tf2onnx import tf_loader
+
     shape = signature_shape(source) if shape is None else shape
     name = input_name_for(source)
     spec = tf.TensorSpec(shape, tf.float32, name=name)
@@ -57,11 +77,41 @@ def to_onnx(source: SourceModel, shape: Shape | None = None) -> onnx.ModelProto:
     def serve(x: Any) -> dict[str, Any]:
         return {OUTPUT_NAME: source.call(x)}
 
+    try:
+        concrete = serve.get_concrete_function(spec)
+        input_names = [t.name for t in concrete.inputs if t.dtype != tf.dtypes.resource]
+        output_names = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
+        renames = tf2onnx.convert.tensor_names_from_structed(concrete, input_names, output_names)
+        with tf.device("/cpu:0"):
+            graph_def = tf_loader.from_function(concrete, input_names, output_names)
+    except ExportError:
+        raise
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedLayer(
+            f"TensorFlow could not trace the model: {type(exc).__name__}: {detail}"
+        ) from exc
+    return TracedGraph(
+        graph_def, input_names, output_names, renames, concrete.name, name, source.is_generator
+    )
+
+
+def to_onnx(source: SourceModel | TracedGraph, shape: Shape | None = None) -> onnx.ModelProto:
+    """Convert to an ONNX model with input `z`/`lr`, output `image`, named dynamic axes."""
+    traced = source if isinstance(source, TracedGraph) else trace(source, shape)
     collector = _UnsupportedOpLog()
     tf2onnx_logger = logging.getLogger("tf2onnx")
     tf2onnx_logger.addHandler(collector)
     try:
-        model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=(spec,), opset=OPSET)
+        with tf.device("/cpu:0"):
+            model_proto, _ = tf2onnx.convert.from_graph_def(
+                traced.graph_def,
+                name=traced.name,
+                input_names=traced.input_names,
+                output_names=traced.output_names,
+                opset=OPSET,
+                tensors_to_rename=traced.tensors_to_rename,
+            )
     except ExportError:
         raise
     except Exception as exc:
@@ -74,7 +124,7 @@ def to_onnx(source: SourceModel, shape: Shape | None = None) -> onnx.ModelProto:
         tf2onnx_logger.removeHandler(collector)
     if collector.ops:
         raise _unsupported(collector.ops)
-    _name_dynamic_axes(model_proto, name, source.is_generator)
+    _name_dynamic_axes(model_proto, traced.input_name, traced.generator)
     return model_proto
 
 
@@ -94,8 +144,3 @@ def _name_dynamic_axes(model: onnx.ModelProto, input_name: str, generator: bool)
         for dim, axis_name in zip(value.type.tensor_type.shape.dim, names, strict=False):
             if not dim.HasField("dim_value"):
                 dim.dim_param = axis_name
-
-
-def onnx_shape(value: onnx.ValueInfoProto) -> list[int | None]:
-    """A graph input's or output's shape, None for dynamic axes."""
-    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]

@@ -5,22 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import onnx
-
-from export.architectures import Architecture
+from export import value_ranges
+from export.catalog import Architecture
+from export.convert import TracedGraph
 from export.errors import MissingInformation, NotAnImageModel, UsageError
 from export.source import SourceModel
 
 Range = tuple[float, float]
 ImageShape = tuple[int, int, int]
-
-#: Activations whose range we can state from the graph alone.
-_ACTIVATION_RANGES: dict[str, Range] = {"Tanh": (-1.0, 1.0), "Sigmoid": (0.0, 1.0)}
-#: Ops that move values around without changing them: look through them for the last activation.
-_VALUE_PRESERVING = {
-    "Transpose", "Reshape", "Identity", "Slice", "Flatten", "Squeeze", "Unsqueeze", "DepthToSpace",
-    "SpaceToDepth",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,19 +30,6 @@ class ImageSpec:
     input_channels: int | None
 
 
-def last_activation_range(model: onnx.ModelProto) -> Range | None:
-    """[-1, 1] if the graph ends in Tanh, [0, 1] for Sigmoid (through reshapes/transposes), else None."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    name = model.graph.output[0].name
-    while (node := producers.get(name)) is not None:
-        if node.op_type in _ACTIVATION_RANGES:
-            return _ACTIVATION_RANGES[node.op_type]
-        if node.op_type not in _VALUE_PRESERVING:
-            return None
-        name = node.input[0]
-    return None
-
-
 def square_image_shape(size: int) -> ImageShape | None:
     """(s, s, c) with s·s·c == size for c in (1, 3); RGBA is never guessed (784 = 14·14·4 too)."""
     for channels in (3, 1):
@@ -62,29 +41,34 @@ def square_image_shape(size: int) -> ImageShape | None:
 
 def infer_image_spec(
     source: SourceModel,
-    graph: onnx.ModelProto,
+    traced: TracedGraph,
     architecture: Architecture | None,
     *,
     image_shape: ImageShape | None,
     output_range: Range | None,
     input_range: Range | None,
 ) -> ImageSpec:
-    """Fill the card's image fields: user options first, then the architecture, then the graph."""
+    """Fill the card's image fields: user options first, then the architecture, then the graph.
+
+    Everything that cannot be known is collected and raised as one `MissingInformation`, so the
+    user answers every question in one run.
+    """
     out_shape = source.output_shape
+    missing: list[str] = []
     if output_range is None and architecture is not None:
         output_range = architecture.output_range
     if output_range is None:
-        output_range = last_activation_range(graph)
+        output_range = value_ranges.output_range(traced.graph_def, traced.output_names[0])
     if output_range is None:
-        raise MissingInformation(
-            "cannot tell the output value range: the model does not end in tanh or sigmoid. "
-            "Pass --output-range LOW,HIGH (e.g. --output-range 0,255)"
+        missing.append(
+            "the output value range: the model's output is not bounded by a tanh, sigmoid or clip "
+            "(followed only by rescaling): pass --output-range LOW,HIGH (e.g. --output-range 0,255)"
         )
     if image_shape is None and architecture is not None:
         image_shape = architecture.image_shape
 
     if source.is_generator:
-        latent_size = source.input_shape[1]
+        latent_size = source.latent_size
         if latent_size is None:
             raise NotAnImageModel("the model's latent input has no fixed size")
         if len(out_shape) == 2:
@@ -94,20 +78,24 @@ def infer_image_spec(
             if image_shape is None:
                 image_shape = square_image_shape(flat)
             if image_shape is None:
-                raise MissingInformation(
-                    f"the model's output is flat ({flat} values per image) and {flat} is not a square "
-                    "image of 1 or 3 channels: pass --image-shape HxWxC"
+                missing.append(
+                    f"the image shape: the output is flat ({flat} values per image) and {flat} is not a "
+                    "square image of 1 or 3 channels: pass --image-shape HxWxC"
                 )
-            if math.prod(image_shape) != flat:
+            elif math.prod(image_shape) != flat:
                 raise UsageError(
                     f"--image-shape {'x'.join(map(str, image_shape))} has {math.prod(image_shape)} values "
                     f"but the model outputs {flat} per image"
                 )
+            _ask(missing)
+            assert output_range is not None and image_shape is not None
             h, w, c = image_shape
             return ImageSpec("generator", c, h, w, True, output_range, latent_size, None, None)
         _, out_h, out_w, out_c = out_shape
         if out_h is None or out_w is None:
             raise NotAnImageModel(f"the generator's output shape {list(out_shape)} has no fixed height/width")
+        _ask(missing)
+        assert output_range is not None
         return ImageSpec(
             "generator", int(out_c or 0), out_h, out_w, False, output_range, latent_size, None, None
         )
@@ -117,19 +105,32 @@ def infer_image_spec(
             f"the model takes an image but its output has shape {list(out_shape)}: an upscaler must output "
             "an image (batch, height, width, channels)"
         )
-    if input_range is None and architecture is not None:
-        input_range = architecture.input_range
-    if input_range is None:
-        raise MissingInformation(
-            "cannot tell which value range the upscaler expects its input in: pass --input-range LOW,HIGH "
-            "(e.g. --input-range 0,1 or --input-range 0,255)"
-        )
     in_channels = source.input_shape[3]
     if in_channels is None or in_channels not in (1, 3, 4):
         raise NotAnImageModel(
             f"the model's input has shape {list(source.input_shape)}: its last axis ({in_channels}) is not "
             "an image channel count (1, 3 or 4)"
         )
+    if input_range is None and architecture is not None:
+        input_range = architecture.input_range
+    if input_range is None:
+        input_range = value_ranges.input_range(traced.graph_def, traced.input_names[0])
+    if input_range is None:
+        missing.append(
+            "the input value range: the model does not normalise its input in the graph (no leading "
+            "Rescaling or x/255-style op): pass --input-range LOW,HIGH (e.g. --input-range 0,1, "
+            "--input-range 0,255 or --input-range -1,1)"
+        )
+    _ask(missing)
+    assert output_range is not None and input_range is not None
     return ImageSpec(
         "upscaler", int(out_shape[3] or 0), None, None, False, output_range, None, input_range, in_channels
     )
+
+
+def _ask(missing: list[str]) -> None:
+    if len(missing) == 1:
+        raise MissingInformation(f"cannot tell {missing[0]}")
+    if missing:
+        listed = "".join(f"\n  {i}. {item}" for i, item in enumerate(missing, 1))
+        raise MissingInformation(f"cannot tell {len(missing)} things the service needs:{listed}")

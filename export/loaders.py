@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from export import checkpoints, weight_matching
 from export.architectures import ARCHITECTURES, PixelShuffle, build
 from export.errors import (
     ArchitectureMismatch,
@@ -33,11 +34,13 @@ from export.errors import (
     UnsupportedLayer,
     UsageError,
 )
-from export.source import SourceModel, check_io, from_keras
+from export.source import ConditionRequest, SourceModel, check_io, from_keras, with_concat_condition
+from export.tf_ops import ALLOWED_SYMBOLS, TFOpLambda, modernize_tf_op_nodes, refusal, tf_op_symbols
 
 FORMATS_HELP = (
     "accepted: a .keras file, a full-model .h5 file, a TensorFlow SavedModel directory "
-    "(with saved_model.pb), or a weights file (.weights.h5 / .h5) together with --architecture"
+    "(with saved_model.pb), a weights file (.weights.h5 / .h5) or a tf.train.Checkpoint together with "
+    "--architecture"
 )
 _UNKNOWN_CLASS_RE = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 
@@ -104,24 +107,34 @@ def load_source(
     architecture: str | None = None,
     architecture_options: dict[str, int] | None = None,
     unsafe: bool = False,
+    condition: ConditionRequest | None = None,
 ) -> SourceModel:
-    """Load `path` (.keras, legacy .h5, SavedModel dir, weights + architecture) as a `SourceModel`."""
+    """Load `path` (.keras, legacy .h5, SavedModel dir, checkpoint, weights + architecture)."""
+    checkpoint = checkpoints.find_checkpoint(path)
+    if checkpoint is not None:
+        model = checkpoints.load_checkpoint(checkpoint, path, architecture, architecture_options or {})
+        return from_keras(model, format="checkpoint", path=path, condition=condition)
     if not path.exists():
         raise SourceNotFound(f"{path}: no such file or directory")
     if path.is_dir():
         if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
-            return load_savedmodel(path)
-        raise UnknownFormat(f"{path}: a directory without saved_model.pb is not a SavedModel; {FORMATS_HELP}")
+            source = load_savedmodel(path)
+            return with_concat_condition(source, condition) if condition else source
+        raise UnknownFormat(
+            f"{path}: a directory without saved_model.pb or a TensorFlow checkpoint; {FORMATS_HELP}"
+        )
     if zipfile.is_zipfile(path):
         if path.name.endswith(".keras") or _zip_has(path, "config.json"):
-            return from_keras(_load_keras_file(path, unsafe), format="keras", path=path)
+            model = _load_keras_file(path, unsafe)
+            return from_keras(model, format="keras", path=path, condition=condition)
         raise UnknownFormat(f"{path}: a zip file that is not a .keras model; {FORMATS_HELP}")
     if h5py.is_hdf5(path):
         with h5py.File(path, "r") as h5:
             full_model = "model_config" in h5.attrs
         if full_model:
-            return from_keras(_load_legacy_h5(path, unsafe), format="h5", path=path)
-        return load_weights_file(path, architecture, architecture_options or {})
+            return from_keras(_load_legacy_h5(path, unsafe), format="h5", path=path, condition=condition)
+        model = load_weights_into(path, architecture, architecture_options or {})
+        return from_keras(model, format="weights", path=path, condition=condition)
     raise UnknownFormat(f"{path}: unknown model format; {FORMATS_HELP}")
 
 
@@ -153,7 +166,20 @@ def _refuse_lambdas(config: Any, path: Path, unsafe: bool) -> None:
         )
 
 
-def _rephrase_load_error(path: Path, exc: Exception) -> SourceError:
+def _refuse_unknown_tf_ops(config: Any, path: Path) -> None:
+    for layer, symbol in tf_op_symbols(list(_layer_configs(config))):
+        if symbol not in ALLOWED_SYMBOLS:
+            raise UnsupportedLayer(f"{path}: {refusal(symbol, layer)}")
+
+
+_LAMBDA_ADVICE = (
+    "A Lambda must be rebuildable from the file: give it output_shape=... when you build the model, "
+    "or better replace it with a built-in layer (export.architectures.PixelShuffle for "
+    "tf.nn.depth_to_space, keras.layers.Rescaling for x/255 or x*127.5+127.5), then save again"
+)
+
+
+def _rephrase_load_error(path: Path, exc: Exception, config: Any = None) -> SourceError:
     match = _UNKNOWN_CLASS_RE.search(str(exc))
     if match:
         return UnsupportedLayer(
@@ -161,8 +187,12 @@ def _rephrase_load_error(path: Path, exc: Exception) -> SourceError:
             "with @keras.saving.register_keras_serializable, or save weights only and pass --architecture "
             "module:function with a builder that creates it"
         )
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return UnsupportedLayer(f"{path}: Keras could not load the model: {first_line}")
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    text = text or type(exc).__name__
+    has_lambda = config is not None and any(c["class_name"] == "Lambda" for c in _layer_configs(config))
+    if has_lambda or "Lambda" in text:
+        return UnsupportedLayer(f"{path}: Keras could not load the model: {text}. {_LAMBDA_ADVICE}")
+    return UnsupportedLayer(f"{path}: Keras could not load the model: {text}")
 
 
 def _load_keras_file(path: Path, unsafe: bool) -> Any:
@@ -179,25 +209,36 @@ def _load_keras_file(path: Path, unsafe: bool) -> Any:
     except SourceError:
         raise
     except Exception as exc:
-        raise _rephrase_load_error(path, exc) from exc
+        raise _rephrase_load_error(path, exc, config) from exc
 
 
 def _load_legacy_h5(path: Path, unsafe: bool) -> Any:
+    """A tf.keras 2.x full-model .h5: its config (TF-op layers modernised), then its weights."""
+    from keras.src.legacy.saving import legacy_h5_format, saving_utils
+
     with h5py.File(path, "r") as h5:
         raw = h5.attrs["model_config"]
-    config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    _refuse_lambdas(config, path, unsafe)
-    custom_objects: dict[str, Any] = {"Conv2DTranspose": LegacyConv2DTranspose, "PixelShuffle": PixelShuffle}
-    if unsafe:
-        custom_objects["Lambda"] = LegacyLambda
-    try:
-        return keras.saving.load_model(
-            path, compile=False, safe_mode=not unsafe, custom_objects=custom_objects
-        )
-    except SourceError:
-        raise
-    except Exception as exc:
-        raise _rephrase_load_error(path, exc) from exc
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        _refuse_lambdas(config, path, unsafe)
+        _refuse_unknown_tf_ops(config, path)
+        modernize_tf_op_nodes(config)
+        custom_objects: dict[str, Any] = {
+            "Conv2DTranspose": LegacyConv2DTranspose,
+            "PixelShuffle": PixelShuffle,
+            "TFOpLambda": TFOpLambda,
+        }
+        if unsafe:
+            custom_objects["Lambda"] = LegacyLambda
+        try:
+            with keras.saving.custom_object_scope(custom_objects):
+                model = saving_utils.model_from_config(config, custom_objects=custom_objects)
+            weights = h5.get("model_weights", h5)
+            legacy_h5_format.load_weights_from_hdf5_group(weights, model)
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise _rephrase_load_error(path, exc, config) from exc
+    return model
 
 
 def load_savedmodel(path: Path) -> SourceModel:
@@ -205,7 +246,7 @@ def load_savedmodel(path: Path) -> SourceModel:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
-        raise UnknownFormat(f"{path}: TensorFlow cannot load this SavedModel: {exc}") from exc
+        raise _savedmodel_error(path, exc) from exc
     signatures = dict(loaded.signatures)
     if "serving_default" not in signatures:
         found = ", ".join(sorted(signatures)) or "none"
@@ -251,6 +292,66 @@ def load_savedmodel(path: Path) -> SourceModel:
     )
 
 
+_LFS_POINTER = b"version https://git-lfs"
+
+
+def damaged_files(files: list[Path]) -> list[str]:
+    """Files that are empty, Git LFS / git-annex pointers instead of data, or cut short."""
+    found = []
+    for file in files:
+        if not file.is_file():
+            continue
+        with file.open("rb") as handle:
+            head = handle.read(64)
+        size = file.stat().st_size
+        if size == 0:
+            found.append(f"{file} is empty")
+        elif head.startswith(_LFS_POINTER):
+            found.append(f"{file} is a Git LFS pointer ({size} bytes), not the data: run `git lfs pull`")
+        elif head.startswith(b"/annex/") or b".git/annex/" in head:
+            found.append(f"{file} is a git-annex pointer, not the data: run `git annex get`")
+    return found
+
+
+def truncated_variables(prefix: Path) -> list[str]:
+    """Variables a checkpoint's index lists but its data files cannot deliver, with their shard."""
+    problems: list[str] = []
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+    except Exception as exc:
+        return [f"{prefix}.index cannot be read ({_first_line(exc)})"]
+    for name in sorted(reader.get_variable_to_shape_map()):
+        try:
+            reader.get_tensor(name)
+        except Exception as exc:
+            shards = sorted(prefix.parent.glob(prefix.name + ".data-*"))
+            sizes = ", ".join(f"{s} ({s.stat().st_size} bytes)" for s in shards)
+            problems.append(
+                f"variable {name!r} cannot be read ({_first_line(exc)}): the data file(s) {sizes} are "
+                "truncated or damaged (an interrupted copy or download?)"
+            )
+            break
+    return problems
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _savedmodel_error(path: Path, exc: Exception) -> SourceError:
+    variables = path / "variables"
+    files = [path / "saved_model.pb", *sorted(variables.glob("*"))] if variables.is_dir() else []
+    problems = damaged_files(files)
+    if not problems and (variables / "variables.index").exists():
+        problems = truncated_variables(variables / "variables")
+    if problems:
+        return SourceError(
+            f"{path}: the SavedModel is incomplete: {'; '.join(problems)}. Copy the whole directory again"
+        )
+    return UnknownFormat(f"{path}: TensorFlow cannot load this SavedModel: {_first_line(exc)}")
+
+
 def build_architecture(architecture: str, options: dict[str, int]) -> Any:
     """A built-in architecture by name, or the user's `module:function` builder called with `options`."""
     if architecture in ARCHITECTURES:
@@ -284,145 +385,25 @@ def build_architecture(architecture: str, options: dict[str, int]) -> Any:
     return model
 
 
-def load_weights_file(path: Path, architecture: str | None, options: dict[str, int]) -> SourceModel:
-    """Weights only: build the architecture, check every variable's shape, then load."""
+def load_weights_into(path: Path, architecture: str | None, options: dict[str, int]) -> Any:
+    """Weights only: build the architecture, match every variable as Keras will, then load."""
     if architecture is None:
         raise MissingInformation(
             f"{path} holds weights only: pass --architecture NAME (built-ins: {', '.join(ARCHITECTURES)}) "
             "or --architecture module:function for your own builder"
         )
     model = build_architecture(architecture, options)
+    prefix = f"{path} does not fit --architecture {architecture}"
     with h5py.File(path, "r") as h5:
-        expected = _model_weight_shapes(model)
         if "layers" in h5 and "layer_names" not in h5.attrs:
-            found, by_name = _keras3_weight_shapes(h5), True
-        elif "layer_names" in h5.attrs:
-            found, by_name = _legacy_weight_shapes(h5), False
+            weight_matching.check_keras3_file(h5, model, prefix)
+        elif "layer_names" in h5.attrs or "model_weights" in h5:
+            group = h5.get("model_weights", h5)
+            weight_matching.check_legacy_file(group, model, prefix)
         else:
             raise UnknownFormat(f"{path}: an HDF5 file that holds neither a model nor Keras weights")
-    _compare_weights(path, architecture, expected, found, by_name)
     try:
         model.load_weights(path)
     except Exception as exc:
-        raise ArchitectureMismatch(
-            f"{path}: the weights do not load into --architecture {architecture}: {exc}"
-        ) from exc
-    return from_keras(model, format="weights", path=path)
-
-
-LayerShapes = list[tuple[str, list[tuple[int, ...]]]]
-
-
-def _snake_case(name: str) -> str:
-    """Keras 3's `naming.to_snake_case`, which names layers inside a .weights.h5 file."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def _model_weight_shapes(model: Any) -> list[tuple[str, str, list[tuple[int, ...]]]]:
-    """(layer name, name inside a .weights.h5 file, variable shapes) of each layer with weights."""
-    used: dict[str, int] = {}
-    shapes = []
-    for layer in model.layers:
-        # Keras 3 names layers in the file by class, numbered per model (saving_lib's scheme).
-        base = _snake_case(type(layer).__name__)
-        if base in used:
-            used[base] += 1
-            file_name = f"{base}_{used[base]}"
-        else:
-            used[base] = 0
-            file_name = base
-        if layer.weights:
-            shapes.append((layer.name, file_name, [tuple(int(d) for d in w.shape) for w in layer.weights]))
-    return shapes
-
-
-def _keras3_weight_shapes(h5: h5py.File) -> LayerShapes:
-    shapes: LayerShapes = []
-    for name, group in h5["layers"].items():
-        datasets = _datasets(group)
-        if datasets:
-            ordered = sorted(datasets, key=lambda d: [int(p) if p.isdigit() else p for p in d[0].split("/")])
-            shapes.append((name, [s for _, s in ordered]))
-    return shapes
-
-
-def _datasets(group: h5py.Group) -> list[tuple[str, tuple[int, ...]]]:
-    found: list[tuple[str, tuple[int, ...]]] = []
-
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Dataset):
-            found.append((name, tuple(obj.shape)))
-
-    group.visititems(visit)
-    return found
-
-
-def _legacy_weight_shapes(h5: h5py.File) -> LayerShapes:
-    shapes: LayerShapes = []
-    for raw in h5.attrs["layer_names"]:
-        name = raw.decode() if isinstance(raw, bytes) else str(raw)
-        names = [
-            n.decode() if isinstance(n, bytes) else str(n) for n in h5[name].attrs.get("weight_names", [])
-        ]
-        if names:
-            shapes.append((name, [tuple(h5[name][n].shape) for n in names]))
-    return shapes
-
-
-def _compare_weights(
-    path: Path,
-    architecture: str,
-    expected: list[tuple[str, str, list[tuple[int, ...]]]],
-    found: LayerShapes,
-    by_name: bool,
-) -> None:
-    """Raise naming the first layer whose variables differ, with expected vs found shapes.
-
-    A Keras 3 .weights.h5 file is matched by its per-class layer names, a legacy .h5 by the order of
-    layers with weights, exactly as `load_weights` will match them.
-    """
-    prefix = f"{path} does not fit --architecture {architecture}"
-    if by_name:
-        in_file = dict(found)
-        for layer, file_name, shapes in expected:
-            if file_name not in in_file:
-                raise ArchitectureMismatch(
-                    f"{prefix}: layer {layer!r} expects variable shapes {_fmt(shapes)} but the file has no "
-                    f"weights for {file_name!r}. Check the architecture and its --option values"
-                )
-            if in_file[file_name] != shapes:
-                raise ArchitectureMismatch(
-                    f"{prefix}: layer {layer!r} expects variable shapes {_fmt(shapes)} but the file has "
-                    f"{_fmt(in_file[file_name])}. Check the architecture and its --option values"
-                )
-        extra = sorted(set(in_file) - {file_name for _, file_name, _ in expected})
-        if extra:
-            raise ArchitectureMismatch(
-                f"{prefix}: the file has weights for {extra[0]!r} {_fmt(in_file[extra[0]])}, which the "
-                "architecture does not have. Check the architecture and its --option values"
-            )
-        return
-    for index, ((layer, _, shapes), (found_name, found_shapes)) in enumerate(
-        zip(expected, found, strict=False)
-    ):
-        if shapes != found_shapes:
-            raise ArchitectureMismatch(
-                f"{prefix}: layer #{index + 1} with weights, {layer!r}, expects variable shapes "
-                f"{_fmt(shapes)} but the file's layer #{index + 1}, {found_name!r}, has "
-                f"{_fmt(found_shapes)}. Check the architecture and its --option values"
-            )
-    if len(expected) != len(found):
-        if len(expected) > len(found):
-            first = f"the architecture's {expected[len(found)][0]!r}"
-        else:
-            first = f"the file's {found[len(expected)][0]!r}"
-        raise ArchitectureMismatch(
-            f"{prefix}: the architecture has {len(expected)} layers with weights, the file {len(found)}; "
-            f"the first unmatched one is {first}"
-        )
-
-
-def _fmt(shapes: list[tuple[int, ...]]) -> str:
-    return "[" + ", ".join("(" + ", ".join(map(str, s)) + ")" for s in shapes) + "]"
+        raise ArchitectureMismatch(f"{prefix}: {_first_line(exc)}") from exc
+    return model

@@ -3,17 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import tensorflow as tf
 
-from export.errors import NotAnImageModel, SeveralInputsOrOutputs, SourceError
+from export.errors import (
+    MissingInformation,
+    NotAnImageModel,
+    SeveralInputsOrOutputs,
+    SourceError,
+    UsageError,
+)
 
-SourceFormat = Literal["keras", "h5", "savedmodel", "weights", "builtin"]
+SourceFormat = Literal["keras", "h5", "savedmodel", "weights", "builtin", "checkpoint"]
 Shape = tuple[int | None, ...]
+ConditionSource = Literal["index", "onehot", "concat"]
+#: Input names that say "this is the class label" in public GAN code.
+_LABEL_NAMES = ("label", "labels", "class", "classes", "cond", "condition", "y", "c", "onehot", "one_hot")
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """How a conditional source takes its class; the served graph always takes [latent, one-hot]."""
+
+    classes: int
+    source: ConditionSource
+    source_input: str | None = None
+    #: For "concat": whether the one-hot values come after the noise (keras-io) or before it.
+    onehot_first: bool = False
+
+
+@dataclass(frozen=True)
+class ConditionRequest:
+    """What the user said with --condition: the encoding, and the class count if known."""
+
+    classes: int | None
+    source: ConditionSource | None = None  # None: whatever the model's inputs show
+    onehot_first: bool = False
 
 
 @dataclass
@@ -28,10 +57,18 @@ class SourceModel:
     keras_model: Any = None
     # Objects that must outlive `call` (a loaded SavedModel owns the variables its signature reads).
     keepalive: list[Any] = field(default_factory=list)
+    condition: ConditionSpec | None = None
 
     @property
     def is_generator(self) -> bool:
         return len(self.input_shape) == 2
+
+    @property
+    def latent_size(self) -> int | None:
+        """Noise values per row: the input width less the one-hot class values of a conditional model."""
+        if not self.is_generator or self.input_shape[1] is None:
+            return None
+        return int(self.input_shape[1]) - (self.condition.classes if self.condition else 0)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Run the source model on a numpy batch."""
@@ -73,8 +110,18 @@ def check_io(input_shape: Shape, output_shape: Shape) -> None:
         )
 
 
-def from_keras(model: Any, *, format: SourceFormat = "keras", path: Path | None = None) -> SourceModel:
-    """Wrap an in-memory Keras model (called with training=False, so BatchNorm uses moving stats)."""
+def from_keras(
+    model: Any,
+    *,
+    format: SourceFormat = "keras",
+    path: Path | None = None,
+    condition: ConditionRequest | None = None,
+) -> SourceModel:
+    """Wrap an in-memory Keras model (called with training=False, so BatchNorm uses moving stats).
+
+    A two-input conditional generator (noise + integer label or one-hot) is wrapped so that it takes
+    one row per image, `[noise, one-hot class]`, like every conditional graph the service runs.
+    """
     try:
         inputs, outputs = list(model.inputs), list(model.outputs)
     except (AttributeError, ValueError) as exc:
@@ -82,10 +129,12 @@ def from_keras(model: Any, *, format: SourceFormat = "keras", path: Path | None 
             "the Keras model has no defined inputs/outputs (a subclassed or unbuilt model?): build it "
             "functionally, starting from keras.Input(shape), or save weights and use --architecture"
         ) from exc
+    if len(inputs) == 2 and len(outputs) == 1:
+        return _two_input_generator(model, inputs, format, path, condition)
     if len(inputs) != 1 or len(outputs) != 1:
         raise SeveralInputsOrOutputs(
             f"the model has {len(inputs)} input(s) and {len(outputs)} output(s): a generator or upscaler "
-            "must have exactly one of each"
+            "must have exactly one of each (or, for a conditional generator, a noise and a label input)"
         )
     input_shape, output_shape = _shape(inputs[0].shape), _shape(outputs[0].shape)
     check_io(input_shape, output_shape)
@@ -101,4 +150,127 @@ def from_keras(model: Any, *, format: SourceFormat = "keras", path: Path | None 
         def call(x: Any) -> Any:
             return model(x, training=False)
 
-    return SourceModel(call, input_shape, output_shape, format, path=path, keras_model=model)
+    source = SourceModel(call, input_shape, output_shape, format, path=path, keras_model=model)
+    if condition is not None:
+        return with_concat_condition(source, condition)
+    return source
+
+
+def with_concat_condition(source: SourceModel, condition: ConditionRequest) -> SourceModel:
+    """A one-input generator whose input holds noise and a one-hot class (`--condition onehot:K`)."""
+    if not source.is_generator:
+        raise UsageError("--condition applies to generators; this model takes an image")
+    if condition.source not in (None, "concat", "onehot") or condition.classes is None:
+        raise UsageError(
+            "this generator has one input: say where its one-hot class values are with --condition "
+            "onehot:K (the last K input values) or onehot:K:first"
+        )
+    width = source.input_shape[1]
+    if width is None or width <= condition.classes:
+        raise UsageError(
+            f"--condition onehot:{condition.classes}: the model's input has {width} values, too few to hold "
+            f"{condition.classes} one-hot class values plus noise"
+        )
+    call = source.call
+    if condition.onehot_first:
+        classes = condition.classes
+
+        def reordered(x: Any) -> Any:
+            return call(tf.concat([x[:, -classes:], x[:, :-classes]], axis=1))
+
+        call = reordered
+    spec = ConditionSpec(condition.classes, "concat", onehot_first=condition.onehot_first)
+    return replace(source, call=call, condition=spec)
+
+
+def _is_label_input(tensor: Any) -> bool:
+    name = str(getattr(tensor, "name", "")).split(":")[0].lower()
+    dtype = str(getattr(tensor, "dtype", "float32"))
+    return "int" in dtype or any(name == n or name.startswith(n + "_") for n in _LABEL_NAMES)
+
+
+def _two_input_generator(
+    model: Any, inputs: list[Any], format: SourceFormat, path: Path | None, request: ConditionRequest | None
+) -> SourceModel:
+    shapes = [_shape(t.shape) for t in inputs]
+    names = [str(getattr(t, "name", f"input_{i}")).split(":")[0] for i, t in enumerate(inputs)]
+    described = " and ".join(f"{n} {list(s)}" for n, s in zip(names, shapes, strict=True))
+    if any(len(s) not in (1, 2) for s in shapes):
+        raise SeveralInputsOrOutputs(
+            f"the model has two inputs ({described}): the service takes two inputs only from a conditional "
+            "generator, a noise vector and a class label (an integer or a one-hot vector)"
+        )
+    label_flags = [_is_label_input(t) for t in inputs]
+    if label_flags.count(True) == 1:
+        label_index = label_flags.index(True)
+    else:  # two float vectors: the shorter one is the one-hot label (10 classes next to 100 noise values)
+        widths = [s[-1] if len(s) == 2 else 1 for s in shapes]
+        if None in widths or widths[0] == widths[1]:
+            raise SeveralInputsOrOutputs(
+                f"the model has two inputs ({described}) and it is not clear which is the class label: name "
+                "the label input 'label' (integer or one-hot) when building the model"
+            )
+        label_index = 0 if (widths[0] or 0) < (widths[1] or 0) else 1
+    noise_index = 1 - label_index
+    noise_shape, label_shape = shapes[noise_index], shapes[label_index]
+    label_tensor = inputs[label_index]
+    if len(noise_shape) != 2 or noise_shape[1] is None:
+        raise SeveralInputsOrOutputs(
+            f"the model has two inputs ({described}): the noise input must be a vector (batch, size)"
+        )
+    is_index = "int" in str(label_tensor.dtype) or len(label_shape) == 1 or label_shape[-1] == 1
+    if is_index:
+        classes = _embedding_classes(model, label_tensor)
+        if request is not None and request.classes is not None:
+            if classes is not None and classes != request.classes:
+                raise UsageError(
+                    f"--condition says {request.classes} classes but the label's Embedding has {classes}"
+                )
+            classes = request.classes
+        if classes is None:
+            raise MissingInformation(
+                f"the label input {names[label_index]!r} takes an integer class, but no Embedding layer "
+                "tells how many classes there are: pass --condition index:K (e.g. --condition index:10)"
+            )
+        source: ConditionSource = "index"
+    else:
+        classes = int(label_shape[-1] or 0)
+        source = "onehot"
+    latent = int(noise_shape[1])
+    output_shape = _shape(model.outputs[0].shape)
+    check_io((None, latent + classes), output_shape)
+    label_dtype = label_tensor.dtype
+    flat_label = len(label_shape) == 1
+
+    def call(x: Any) -> Any:
+        noise, onehot = x[:, :latent], x[:, latent:]
+        if source == "index":
+            label = tf.argmax(onehot, axis=1, output_type=tf.int32)
+            label = label if flat_label else label[:, None]
+            label = tf.cast(label, label_dtype)
+        else:
+            label = tf.cast(onehot, label_dtype)
+        ordered = [noise, label] if noise_index == 0 else [label, noise]
+        return model(ordered, training=False)
+
+    spec = ConditionSpec(classes, source, source_input=names[label_index])
+    return SourceModel(
+        call, (None, latent + classes), output_shape, format, path=path, keras_model=model, condition=spec
+    )
+
+
+def _embedding_classes(model: Any, label_tensor: Any) -> int | None:
+    """The class count of an integer label: the `input_dim` of the Embedding (or `num_tokens` of the
+    CategoryEncoding) it feeds, searched through nested models."""
+    found: list[int] = []
+
+    def visit(layer: Any) -> None:
+        for inner in getattr(layer, "layers", []):
+            visit(inner)
+        if type(layer).__name__ == "Embedding":
+            found.append(int(layer.input_dim))
+        elif type(layer).__name__ == "CategoryEncoding":
+            found.append(int(layer.num_tokens))
+
+    visit(model)
+    return found[0] if len(set(found)) == 1 else None

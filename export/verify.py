@@ -40,8 +40,17 @@ def probe_inputs(source: SourceModel, input_range: tuple[float, float] | None = 
     """Deterministic inputs: N(0,1) latents for generators, uniform images in range for upscalers."""
     rng = np.random.default_rng(SEED)
     if source.is_generator:
-        latent = int(source.input_shape[1] or 0)
-        return [rng.standard_normal((b, latent)).astype(np.float32) for b in GENERATOR_BATCHES]
+        latent = int(source.latent_size or 0)
+        batches = [rng.standard_normal((b, latent)).astype(np.float32) for b in GENERATOR_BATCHES]
+        if source.condition is None:
+            return batches
+        # Conditional: every class appears across the probes (a batch of 7 cycles through them).
+        classes = source.condition.classes
+        labels = [np.arange(b) % classes if b > 1 else np.array([classes - 1]) for b in GENERATOR_BATCHES]
+        return [
+            np.concatenate([z, np.eye(classes, dtype=np.float32)[y]], axis=1)
+            for z, y in zip(batches, labels, strict=True)
+        ]
     low, high = input_range if input_range is not None else (0.0, 1.0)
     channels = int(source.input_shape[3] or 3)
     return [rng.uniform(low, high, (b, h, w, channels)).astype(np.float32) for b, h, w in UPSCALER_SIZES]

@@ -64,10 +64,15 @@ class ParityCase(_Frozen):
 
 
 class Parity(_Frozen):
-    """Verification figures from export time: the export fails above `tolerance`."""
+    """Verification figures from export time: the export fails when `max_relative_error > tolerance`."""
 
-    tolerance: float
+    tolerance: float = Field(
+        description="largest max abs error accepted, as a fraction of the output range (high - low)"
+    )
     max_abs_error: float | None = Field(description="worst case over `cases`; None when not verified")
+    max_relative_error: float | None = Field(
+        default=None, description="max_abs_error / (output_range.high - output_range.low)"
+    )
     cases: list[ParityCase]
     passes: dict[str, float] = Field(
         default_factory=dict,
@@ -133,7 +138,7 @@ class Source(_Frozen):
     """Where the exported model came from."""
 
     path: str
-    format: Literal["keras", "h5", "savedmodel", "weights", "builtin"]
+    format: Literal["keras", "h5", "savedmodel", "weights", "builtin", "checkpoint"]
     sha256: str
     architecture: str | None = None
 
