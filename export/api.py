@@ -461,10 +461,17 @@ def _source_record(source: SourceModel, architecture: str | None) -> Source:
 def sha256_path(path: Path) -> str:
     """sha256 of a file, or of a directory's files in sorted relative-path order (path and bytes)."""
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    elif path.exists():
+        files = [path]
+    else:  # a checkpoint prefix (ckpt-1): its .index and .data-* files
+        files = sorted(p for p in path.parent.glob(path.name + ".*") if p.is_file())
     for file in files:
         if path.is_dir():
             digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        elif not path.exists():
+            digest.update(file.name.encode() + b"\0")
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)

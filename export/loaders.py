@@ -42,6 +42,7 @@ FORMATS_HELP = (
     "(with saved_model.pb), a weights file (.weights.h5 / .h5) or a tf.train.Checkpoint together with "
     "--architecture"
 )
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 _UNKNOWN_CLASS_RE = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 
 
@@ -166,6 +167,52 @@ def _refuse_lambdas(config: Any, path: Path, unsafe: bool) -> None:
         )
 
 
+_MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
+def _node_refs(value: Any) -> Iterator[list[Any]]:
+    """Every `[layer name, node index, tensor index, ...]` reference in a legacy functional config."""
+    if isinstance(value, list):
+        if len(value) >= 3 and isinstance(value[0], str) and isinstance(value[1], int):
+            yield value
+            return
+        for item in value:
+            yield from _node_refs(item)
+    elif isinstance(value, dict):
+        if isinstance(value.get("keras_history"), list):
+            yield value["keras_history"]
+        for item in value.values():
+            yield from _node_refs(item)
+
+
+def renumber_nested_model_nodes(config: Any) -> None:
+    """Shift references to nested models' nodes (in place) to Keras 3's numbering.
+
+    tf.keras 2 counted a nested `Sequential([Dense(..., input_dim=8), ...])`'s own build as node 0,
+    so the outer model calls it as node 1; Keras 3 gives such a model only the nodes of its calls.
+    """
+    if not isinstance(config, dict):
+        return
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list):
+        return
+    refs = [ref for layer in layers for ref in _node_refs(layer.get("inbound_nodes", []))]
+    assert isinstance(inner, dict)
+    refs += list(_node_refs([inner.get("input_layers", []), inner.get("output_layers", [])]))
+    for layer in layers:
+        if layer.get("class_name") not in _MODEL_CLASSES:
+            continue
+        renumber_nested_model_nodes(layer)
+        name = layer.get("name", layer.get("config", {}).get("name"))
+        mine = [ref for ref in refs if ref[0] == name]
+        calls = len(layer.get("inbound_nodes", []))
+        offset = max((ref[1] for ref in mine), default=-1) + 1 - calls
+        if calls and offset > 0:
+            for ref in mine:
+                ref[1] -= offset
+
+
 def _refuse_unknown_tf_ops(config: Any, path: Path) -> None:
     for layer, symbol in tf_op_symbols(list(_layer_configs(config))):
         if symbol not in ALLOWED_SYMBOLS:
@@ -187,7 +234,8 @@ def _rephrase_load_error(path: Path, exc: Exception, config: Any = None) -> Sour
             "with @keras.saving.register_keras_serializable, or save weights only and pass --architecture "
             "module:function with a builder that creates it"
         )
-    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    plain = _ANSI_RE.sub("", str(exc))  # Keras puts terminal bold codes around its advice
+    text = " ".join(line.strip() for line in plain.strip().splitlines() if line.strip())
     text = text or type(exc).__name__
     has_lambda = config is not None and any(c["class_name"] == "Lambda" for c in _layer_configs(config))
     if has_lambda or "Lambda" in text:
@@ -222,6 +270,7 @@ def _load_legacy_h5(path: Path, unsafe: bool) -> Any:
         _refuse_lambdas(config, path, unsafe)
         _refuse_unknown_tf_ops(config, path)
         modernize_tf_op_nodes(config)
+        renumber_nested_model_nodes(config)
         custom_objects: dict[str, Any] = {
             "Conv2DTranspose": LegacyConv2DTranspose,
             "PixelShuffle": PixelShuffle,
