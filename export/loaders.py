@@ -34,7 +34,15 @@ from export.errors import (
     UnsupportedLayer,
     UsageError,
 )
-from export.source import ConditionRequest, SourceModel, check_io, from_keras, with_concat_condition
+from export.source import (
+    ConditionRequest,
+    InputInfo,
+    SourceModel,
+    check_io,
+    conditional_source,
+    from_keras,
+    with_concat_condition,
+)
 from export.tf_ops import ALLOWED_SYMBOLS, TFOpLambda, modernize_tf_op_nodes, refusal, tf_op_symbols
 
 FORMATS_HELP = (
@@ -119,8 +127,8 @@ def load_source(
         raise SourceNotFound(f"{path}: no such file or directory")
     if path.is_dir():
         if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
-            source = load_savedmodel(path)
-            return with_concat_condition(source, condition) if condition else source
+            source = load_savedmodel(path, condition)
+            return with_concat_condition(source, condition) if condition and not source.condition else source
         raise UnknownFormat(
             f"{path}: a directory without saved_model.pb or a TensorFlow checkpoint; {FORMATS_HELP}"
         )
@@ -290,7 +298,7 @@ def _load_legacy_h5(path: Path, unsafe: bool) -> Any:
     return model
 
 
-def load_savedmodel(path: Path) -> SourceModel:
+def load_savedmodel(path: Path, condition: ConditionRequest | None = None) -> SourceModel:
     """A SavedModel through its `serving_default` signature: no Keras involved."""
     try:
         loaded = tf.saved_model.load(str(path))
@@ -306,6 +314,8 @@ def load_savedmodel(path: Path) -> SourceModel:
     signature = signatures["serving_default"]
     inputs = signature.structured_input_signature[1]
     outputs = signature.structured_outputs
+    if len(inputs) == 2 and len(outputs) == 1:
+        return _conditional_savedmodel(path, loaded, signature, condition)
     if len(inputs) != 1 or len(outputs) != 1:
         raise SeveralInputsOrOutputs(
             f"{path}: the serving_default signature has {len(inputs)} input(s) ({', '.join(inputs)}) and "
@@ -338,6 +348,34 @@ def load_savedmodel(path: Path) -> SourceModel:
 
     return SourceModel(
         call, input_shape, output_shape, "savedmodel", path=path, keepalive=[loaded, signature]
+    )
+
+
+def _conditional_savedmodel(
+    path: Path, loaded: Any, signature: Any, condition: ConditionRequest | None
+) -> SourceModel:
+    """A two-input (noise + label) serving signature, wrapped like a two-input Keras generator."""
+    specs = list(signature.structured_input_signature[1].items())
+    out_key, out_spec = next(iter(signature.structured_outputs.items()))
+    infos = [InputInfo(key, tuple(spec.shape.as_list()), spec.dtype) for key, spec in specs]
+    embeddings = {
+        int(v.shape[0])
+        for v in loaded.variables
+        if "embedding" in v.name.lower() and v.shape.rank == 2
+    }
+
+    def invoke(ordered: list[Any]) -> Any:
+        return signature(**{key: value for (key, _), value in zip(specs, ordered, strict=True)})[out_key]
+
+    return conditional_source(
+        infos,
+        invoke,
+        tuple(out_spec.shape.as_list()),
+        "savedmodel",
+        path,
+        condition,
+        embedding_classes=next(iter(embeddings)) if len(embeddings) == 1 else None,
+        keepalive=[loaded, signature],
     )
 
 

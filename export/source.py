@@ -183,28 +183,72 @@ def with_concat_condition(source: SourceModel, condition: ConditionRequest) -> S
     return replace(source, call=call, condition=spec)
 
 
-def _is_label_input(tensor: Any) -> bool:
-    name = str(getattr(tensor, "name", "")).split(":")[0].lower()
-    dtype = str(getattr(tensor, "dtype", "float32"))
-    return "int" in dtype or any(name == n or name.startswith(n + "_") for n in _LABEL_NAMES)
+@dataclass(frozen=True)
+class InputInfo:
+    """One input of a multi-input source: its name, shape and dtype."""
+
+    name: str
+    shape: Shape
+    dtype: Any  # a tf.DType
+
+
+def _is_label_input(info: InputInfo) -> bool:
+    name = info.name.lower()
+    return "int" in str(info.dtype) or any(name == n or name.startswith(n + "_") for n in _LABEL_NAMES)
 
 
 def _two_input_generator(
     model: Any, inputs: list[Any], format: SourceFormat, path: Path | None, request: ConditionRequest | None
 ) -> SourceModel:
-    shapes = [_shape(t.shape) for t in inputs]
-    names = [str(getattr(t, "name", f"input_{i}")).split(":")[0] for i, t in enumerate(inputs)]
-    described = " and ".join(f"{n} {list(s)}" for n, s in zip(names, shapes, strict=True))
-    if any(len(s) not in (1, 2) for s in shapes):
+    infos = [
+        InputInfo(str(getattr(t, "name", f"input_{i}")).split(":")[0], _shape(t.shape), t.dtype)
+        for i, t in enumerate(inputs)
+    ]
+
+    def invoke(ordered: list[Any]) -> Any:
+        return model(ordered, training=False)
+
+    return conditional_source(
+        infos,
+        invoke,
+        _shape(model.outputs[0].shape),
+        format,
+        path,
+        request,
+        embedding_classes=_embedding_classes(model),
+        keras_model=model,
+    )
+
+
+def conditional_source(
+    infos: list[InputInfo],
+    invoke: Callable[[list[Any]], Any],
+    output_shape: Shape,
+    format: SourceFormat,
+    path: Path | None,
+    request: ConditionRequest | None,
+    *,
+    embedding_classes: int | None,
+    keras_model: Any = None,
+    keepalive: list[Any] | None = None,
+) -> SourceModel:
+    """A noise + label generator wrapped to take one `[noise, one-hot class]` row per image.
+
+    `invoke` calls the source with its inputs in their own order. The label input is the integer
+    one, else the one named like a label, else the shorter of two float vectors (a one-hot beside
+    the noise); an integer label's class count comes from its Embedding or from --condition index:K.
+    """
+    described = " and ".join(f"{i.name} {list(i.shape)}" for i in infos)
+    if any(len(i.shape) not in (1, 2) for i in infos):
         raise SeveralInputsOrOutputs(
             f"the model has two inputs ({described}): the service takes two inputs only from a conditional "
             "generator, a noise vector and a class label (an integer or a one-hot vector)"
         )
-    label_flags = [_is_label_input(t) for t in inputs]
+    label_flags = [_is_label_input(i) for i in infos]
     if label_flags.count(True) == 1:
         label_index = label_flags.index(True)
     else:  # two float vectors: the shorter one is the one-hot label (10 classes next to 100 noise values)
-        widths = [s[-1] if len(s) == 2 else 1 for s in shapes]
+        widths = [i.shape[-1] if len(i.shape) == 2 else 1 for i in infos]
         if None in widths or widths[0] == widths[1]:
             raise SeveralInputsOrOutputs(
                 f"the model has two inputs ({described}) and it is not clear which is the class label: name "
@@ -212,15 +256,14 @@ def _two_input_generator(
             )
         label_index = 0 if (widths[0] or 0) < (widths[1] or 0) else 1
     noise_index = 1 - label_index
-    noise_shape, label_shape = shapes[noise_index], shapes[label_index]
-    label_tensor = inputs[label_index]
-    if len(noise_shape) != 2 or noise_shape[1] is None:
+    noise, label = infos[noise_index], infos[label_index]
+    if len(noise.shape) != 2 or noise.shape[1] is None:
         raise SeveralInputsOrOutputs(
             f"the model has two inputs ({described}): the noise input must be a vector (batch, size)"
         )
-    is_index = "int" in str(label_tensor.dtype) or len(label_shape) == 1 or label_shape[-1] == 1
+    is_index = "int" in str(label.dtype) or len(label.shape) == 1 or label.shape[-1] == 1
     if is_index:
-        classes = _embedding_classes(model, label_tensor)
+        classes = embedding_classes
         if request is not None and request.classes is not None:
             if classes is not None and classes != request.classes:
                 raise UsageError(
@@ -229,39 +272,43 @@ def _two_input_generator(
             classes = request.classes
         if classes is None:
             raise MissingInformation(
-                f"the label input {names[label_index]!r} takes an integer class, but no Embedding layer "
-                "tells how many classes there are: pass --condition index:K (e.g. --condition index:10)"
+                f"the label input {label.name!r} takes an integer class, but no Embedding layer tells how "
+                "many classes there are: pass --condition index:K (e.g. --condition index:10)"
             )
         source: ConditionSource = "index"
     else:
-        classes = int(label_shape[-1] or 0)
+        classes = int(label.shape[-1] or 0)
         source = "onehot"
-    latent = int(noise_shape[1])
-    output_shape = _shape(model.outputs[0].shape)
+    latent = int(noise.shape[1])
     check_io((None, latent + classes), output_shape)
-    label_dtype = label_tensor.dtype
-    flat_label = len(label_shape) == 1
+    flat_label = len(label.shape) == 1
 
     def call(x: Any) -> Any:
-        noise, onehot = x[:, :latent], x[:, latent:]
+        z, onehot = x[:, :latent], x[:, latent:]
         if source == "index":
-            label = tf.argmax(onehot, axis=1, output_type=tf.int32)
-            label = label if flat_label else label[:, None]
-            label = tf.cast(label, label_dtype)
+            value = tf.argmax(onehot, axis=1, output_type=tf.int32)
+            value = value if flat_label else value[:, None]
+            value = tf.cast(value, label.dtype)
         else:
-            label = tf.cast(onehot, label_dtype)
-        ordered = [noise, label] if noise_index == 0 else [label, noise]
-        return model(ordered, training=False)
+            value = tf.cast(onehot, label.dtype)
+        return invoke([z, value] if noise_index == 0 else [value, z])
 
-    spec = ConditionSpec(classes, source, source_input=names[label_index])
+    spec = ConditionSpec(classes, source, source_input=label.name)
     return SourceModel(
-        call, (None, latent + classes), output_shape, format, path=path, keras_model=model, condition=spec
+        call,
+        (None, latent + classes),
+        output_shape,
+        format,
+        path=path,
+        keras_model=keras_model,
+        keepalive=keepalive or [],
+        condition=spec,
     )
 
 
-def _embedding_classes(model: Any, label_tensor: Any) -> int | None:
-    """The class count of an integer label: the `input_dim` of the Embedding (or `num_tokens` of the
-    CategoryEncoding) it feeds, searched through nested models."""
+def _embedding_classes(model: Any) -> int | None:
+    """The class count of an integer label: the `input_dim` of the model's Embedding (or `num_tokens`
+    of its CategoryEncoding), searched through nested models; None unless exactly one count is found."""
     found: list[int] = []
 
     def visit(layer: Any) -> None:

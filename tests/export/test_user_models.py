@@ -423,6 +423,19 @@ def test_condition_mistakes(
     assert code == 2 and says in err
 
 
+def test_two_input_savedmodel_is_conditional(tmp_path: Path) -> None:
+    """A noise + integer-label generator saved as a SavedModel (no Keras on the way back in)."""
+    from export.api import export_file
+    from export.architectures import build
+
+    model = randomize(build("cgan-digits", latent_size=8), 9)
+    model.export(tmp_path / "saved", format="tf_saved_model", verbose=False)
+    card = export_file(tmp_path / "saved", tmp_path / "repo", "sm", preview=False)
+    assert card.condition is not None and card.condition.classes == 10
+    assert card.latent_size == 8 and card.input_shape == [None, 18]
+    assert card.parity.max_relative_error is not None and card.parity.max_relative_error < 1e-5
+
+
 def test_conditional_preview_has_one_row_per_class(tmp_path: Path) -> None:
     from PIL import Image
 
