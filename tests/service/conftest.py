@@ -1,25 +1,24 @@
-"""A small real model repository written by the export tool, and apps serving it.
+"""A small real model repository written with `onnx.helper` (no TensorFlow), and apps serving it.
 
-The repository is built once per test run (shared by pytest-xdist workers through a file lock):
-a 3-channel DCGAN-like generator, the grayscale dcgan-mnist, a flat-output MLP generator, and
-srgan-x4 with one residual block and 8 filters.
+A 3-channel DCGAN-like generator, a grayscale one marked as demo weights, a flat-output MLP
+generator, and a pixel-shuffle x4 upscaler: the same shapes and cards `gan-export` writes, built in
+milliseconds, so these tests run in the environment the serving image has.
 """
 
 from __future__ import annotations
 
-import fcntl
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.card import ValueRange
 from service.deps import get_settings
 from service.settings import Settings
+from tests.service.onnx_models import conv_generator, dense_generator, pixel_shuffle_upscaler, write_entry
 
 RGB_GENERATOR = "rgb-gen"
 GRAY_GENERATOR = "mnist-gen"
@@ -28,58 +27,74 @@ UPSCALER = "sr-x4"
 
 #: The flat generator's image shape (height, width, channels).
 FLAT_SHAPE = (12, 10, 3)
+RGB_LATENT = 16
 
 
-def _build_repository(repo: Path) -> None:
-    import keras
-
-    from export.api import export_keras_model
-    from export.architectures import build
-
-    keras.utils.set_random_seed(0)
-    rgb = keras.Sequential(
-        [
-            keras.Input((16,)),
-            keras.layers.Dense(4 * 4 * 8),
-            keras.layers.Reshape((4, 4, 8)),
-            keras.layers.Conv2DTranspose(8, 4, strides=2, padding="same", activation="relu"),
-            keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh"),
-        ]
-    )
-    flat = keras.Sequential(
-        [
-            keras.Input((8,)),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dense(int(np.prod(FLAT_SHAPE)), activation="tanh"),
-        ]
-    )
-    export_keras_model(rgb, repo, RGB_GENERATOR, description="16x16 RGB test generator", preview=False)
-    export_keras_model(
-        build("dcgan-mnist"),
+def build_repository(repo: Path) -> None:
+    """Write the four test entries into `repo`."""
+    image_card: dict[str, Any] = {"kind": "generator", "input_name": "z", "output_name": "image"}
+    write_entry(
         repo,
-        GRAY_GENERATOR,
-        architecture="dcgan-mnist",
-        demo_weights=True,
-        preview=False,
+        conv_generator(RGB_GENERATOR, RGB_LATENT, 16, 3),
+        name=RGB_GENERATOR,
+        description="16x16 RGB test generator",
+        input_shape=[None, RGB_LATENT],
+        output_shape=[None, 16, 16, 3],
+        channels=3,
+        height=16,
+        width=16,
+        latent_size=RGB_LATENT,
+        **image_card,
     )
-    export_keras_model(flat, repo, FLAT_GENERATOR, image_shape=FLAT_SHAPE, preview=False)
-    export_keras_model(
-        build("srgan-x4", blocks=1, filters=8), repo, UPSCALER, architecture="srgan-x4", preview=False
+    write_entry(
+        repo,
+        conv_generator(GRAY_GENERATOR, 32, 28, 1, seed=10),
+        name=GRAY_GENERATOR,
+        description="DCGAN generator, MNIST 28×28 grayscale",
+        demo_weights=True,
+        input_shape=[None, 32],
+        output_shape=[None, 28, 28, 1],
+        channels=1,
+        height=28,
+        width=28,
+        latent_size=32,
+        **image_card,
+    )
+    height, width, channels = FLAT_SHAPE
+    write_entry(
+        repo,
+        dense_generator(FLAT_GENERATOR, 8, height * width * channels, seed=20),
+        name=FLAT_GENERATOR,
+        input_shape=[None, 8],
+        output_shape=[None, height * width * channels],
+        channels=channels,
+        height=height,
+        width=width,
+        flat_output=True,
+        latent_size=8,
+        **image_card,
+    )
+    write_entry(
+        repo,
+        pixel_shuffle_upscaler(UPSCALER, 4, seed=30),
+        name=UPSCALER,
+        kind="upscaler",
+        input_name="low_res",
+        output_name="high_res",
+        input_shape=[None, None, None, 3],
+        output_shape=[None, None, None, 3],
+        channels=3,
+        scale=4,
+        input_range=ValueRange(low=0.0, high=1.0),
+        input_channels=3,
     )
 
 
 @pytest.fixture(scope="session")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test model repository (built on first use, then reused by every worker)."""
-    shared = tmp_path_factory.getbasetemp().parent
-    path = shared / "service-models"
-    with open(shared / "service-models.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (path / ".complete").exists():
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir()
-            _build_repository(path)
-            (path / ".complete").touch()
+    """The test model repository (each pytest-xdist worker writes its own: it takes milliseconds)."""
+    path = tmp_path_factory.mktemp("service-models")
+    build_repository(path)
     return path
 
 

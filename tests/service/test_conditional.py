@@ -15,21 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from fastapi.testclient import TestClient
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from service.app import create_app
-from service.card import (
-    MODEL_FILENAME,
-    Condition,
-    ModelCard,
-    Parity,
-    Source,
-    write_card,
-)
+from service.card import Condition
 from service.settings import Settings
+from tests.service.onnx_models import graph_model, write_entry
 from tests.service.sample_images import open_image
 
 LATENT = 8
@@ -51,41 +44,29 @@ def _write_generator(repo: Path, name: str, classes: int, class_names: list[str]
     weight[:LATENT] = rng.normal(0.0, 0.05, (LATENT, EDGE * EDGE))
     if classes:
         weight[LATENT:] = np.linspace(-1.5, 1.5, classes)[:, None]
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["z", "w"], ["pre"]), helper.make_node("Tanh", ["pre"], ["image"])],
+    model = graph_model(
         name,
+        [helper.make_node("MatMul", ["z", "w"], ["pre"]), helper.make_node("Tanh", ["pre"], ["image"])],
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", width])],
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", EDGE * EDGE])],
-        [numpy_helper.from_array(weight, "w")],
+        {"w": weight},
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    entry = repo / name
-    entry.mkdir()
-    onnx.save(model, entry / MODEL_FILENAME)
-    condition = Condition(classes=classes, class_names=class_names, source="onehot") if classes else None
-    write_card(
-        entry,
-        ModelCard(
-            name=name,
-            kind="generator",
-            description=f"{classes}-class test generator" if classes else "unconditional test generator",
-            input_name="z",
-            output_name="image",
-            input_shape=[None, width],
-            output_shape=[None, EDGE * EDGE],
-            channels=1,
-            height=EDGE,
-            width=EDGE,
-            flat_output=True,
-            latent_size=LATENT,
-            condition=condition,
-            source=Source(path=f"{name}.onnx", format="builtin", sha256="0" * 64),
-            opset=17,
-            parity=Parity(tolerance=1e-4, max_abs_error=None, cases=[]),
-            created="2026-11-01T00:00:00Z",
-        ),
+    write_entry(
+        repo,
+        model,
+        name=name,
+        kind="generator",
+        description=f"{classes}-class test generator" if classes else "unconditional test generator",
+        input_name="z",
+        output_name="image",
+        input_shape=[None, width],
+        output_shape=[None, EDGE * EDGE],
+        channels=1,
+        height=EDGE,
+        width=EDGE,
+        flat_output=True,
+        latent_size=LATENT,
+        condition=Condition(classes=classes, class_names=class_names, source="onehot") if classes else None,
     )
 
 
