@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.errors import StartupError
+from service.http_protocol import ConnectionLimits, protocol_with
 from service.logs import configure_logging
 from service.repository import scan_repository
 from service.settings import Settings
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        http=protocol_with(connection_limits(settings)),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=int(settings.keep_alive_timeout_s) or 1,
     )
     # Uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler that was there
     # before it started: a no-op one makes that a clean exit 0 instead of death by signal.
@@ -109,6 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gan-serve: {app.state.startup_error}", file=sys.stderr)
         return EXIT_STARTUP
     return 0
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The per-connection limits the HTTP protocol enforces, from the settings."""
+    return ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+        header_timeout_s=settings.header_timeout_s,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:

@@ -119,6 +119,23 @@ class Settings(BaseSettings):
         description="seconds to drain in-flight requests after SIGTERM (SageMaker kills at 30 s)",
     )
 
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="request line + headers, bytes (431 above)"
+    )
+    max_header_count: int = Field(default=100, ge=10, description="header fields per request (431 above)")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="seconds for a request's headers to arrive (408 after)"
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="seconds for a request's whole body to arrive once its headers have"
+    )
+    max_connections: int = Field(
+        default=512, ge=1, description="open connections + running requests before new requests get 503"
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0, gt=0, description="idle keep-alive connections close after"
+    )
+
     default_generator: str | None = Field(
         default=None, description="model /generate uses when the request names none"
     )
