@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Device = Literal["auto", "cuda", "cpu"]
 ConvAlgoSearch = Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]
@@ -136,6 +136,20 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="idle keep-alive connections close after"
     )
 
+    api_keys: SecretStr | None = Field(
+        default=None, description="comma-separated API keys; when set (or a keys file), requests need one"
+    )
+    api_keys_file: Path | None = Field(default=None, description="file of API keys, one per line")
+    auth_health: bool = Field(default=False, description="require a key on health routes too")
+    auth_metrics: bool = Field(default=True, description="require a key on /metrics when keys are set")
+    sagemaker_iam: bool = Field(
+        default=True, description="leave /ping, /invocations, /execution-parameters to SageMaker's IAM"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser origins allowed to call the API (comma-separated); off when empty",
+    )
+
     default_generator: str | None = Field(
         default=None, description="model /generate uses when the request names none"
     )
@@ -152,6 +166,13 @@ class Settings(BaseSettings):
             if sagemaker_port:
                 return {**data, "port": sagemaker_port}
         return data
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @property
     def encode_threads(self) -> int:
