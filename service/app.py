@@ -26,13 +26,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __name__ as package_name
+from service import __version__
 from service.errors import ServiceError, StartupError
+from service.facts import install_facts
 from service.logs import request_id
 from service.metrics import ServiceMetrics
 from service.repository import ModelRepository
 from service.routes import ROUTERS
 from service.settings import Settings
 from service.state import ServiceState
+from service.uploads import body_too_large
 
 log = logging.getLogger(package_name)
 access_log = logging.getLogger(f"{package_name}.access")
@@ -120,14 +123,15 @@ class RequestContextMiddleware:
         rid = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
         token = request_id.set(rid)
         route = scope["path"] if scope["path"] in self.routes else "unmatched"
-        response: dict[str, Any] = {"status": 500, "model": "", "started": False}
+        facts = install_facts(scope)
+        response: dict[str, Any] = {"status": 500, "started": False}
         start = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-ID"] = rid
-                response.update(status=message["status"], model=headers.get("x-model", ""), started=True)
+                response.update(status=message["status"], started=True)
             await send(message)
 
         in_flight = self.metrics.in_flight.labels(route)
@@ -137,9 +141,9 @@ class RequestContextMiddleware:
             # oversized declared body here once, whatever the route (/upscale also checks while streaming).
             declared = dict(scope["headers"]).get(b"content-length", b"")
             if declared.isdigit() and int(declared) > self.max_body_bytes:
-                self.metrics.errors.labels("payload_too_large").inc()
-                message = f"the request body is larger than the limit of {self.max_body_bytes} bytes"
-                await _send_error(send_with_id, 413, "payload_too_large", message)
+                refusal = body_too_large(self.max_body_bytes)
+                self.metrics.errors.labels(refusal.code).inc()
+                await _send_error(send_with_id, refusal.status_code, refusal.code, refusal.message)
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception:
@@ -153,7 +157,7 @@ class RequestContextMiddleware:
             in_flight.dec()
             route = getattr(scope.get("route"), "path", route)
             elapsed = time.perf_counter() - start
-            model = response["model"] or "-"
+            model = facts.model or "-"
             self.metrics.requests.labels(route, model, str(response["status"])).inc()
             self.metrics.latency.labels(route, model).observe(elapsed)
             access_log.info(
@@ -227,9 +231,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
         title="gan-serve",
-        version="0.1.0",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Operation ids are the route functions' names (`generate`, `list_models`, ...): stable, and
+        # what generated clients name their methods after.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.settings = settings
     app.state.metrics = ServiceMetrics()

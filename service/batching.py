@@ -25,7 +25,7 @@ Behaviour, in the words a caller needs:
 * At most ``max_queue_size`` requests wait (those not yet wholly inside a running batch); the next
   one gets `QueueFull`, which carries a ``retry_after`` estimate in whole seconds (HTTP 503 +
   ``Retry-After``).
-* ``close()`` stops intake and either drains what is queued or fails it with `BatcherClosed`.
+* ``close()`` stops intake and lets what is queued finish; ``submit`` then raises `BatcherClosed`.
 
 `BatchingRunner` puts a `DynamicBatcher` behind the service's `ModelRunner` interface (one per
 model), optionally padding batches to a few warmable shapes.
@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -54,7 +53,7 @@ from service.card import ModelCard
 from service.errors import BatcherClosed, BatchOutputMismatch, QueueFull
 
 Array = npt.NDArray[Any]
-BatchFunction = Callable[[Array], Array] | Callable[[Array], Awaitable[Array]]
+BatchFunction = Callable[[Array], Array]
 
 
 class Observer(Protocol):
@@ -141,12 +140,7 @@ class DynamicBatcher:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
         if max_concurrent_batches < 1:
             raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
-        self._async_function: Callable[[Array], Awaitable[Array]] | None = None
-        self._sync_function: Callable[[Array], Array] | None = None
-        if inspect.iscoroutinefunction(batch_function):
-            self._async_function = cast("Callable[[Array], Awaitable[Array]]", batch_function)
-        else:
-            self._sync_function = cast("Callable[[Array], Array]", batch_function)
+        self._batch_function = batch_function
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
         self.max_queue_size = max_queue_size
@@ -172,15 +166,6 @@ class DynamicBatcher:
         """Requests waiting for a batch (not yet wholly inside a running one)."""
         return self._waiting
 
-    @property
-    def running_batches(self) -> int:
-        """Batch calls in progress."""
-        return len(self._running)
-
-    @property
-    def closed(self) -> bool:
-        return self._closing
-
     async def submit(self, rows: Array) -> Array:
         """Run `rows` (k >= 1 rows along axis 0) through the batch function; return its k output rows."""
         if self._closing:
@@ -205,27 +190,15 @@ class DynamicBatcher:
         self._arrival.set()
         return await request.future
 
-    async def close(self, *, drain: bool = True) -> None:
-        """Stop intake; finish what is queued (`drain`) or fail it with `BatcherClosed`; then return."""
+    async def close(self) -> None:
+        """Stop intake, let every queued request get its batch, then return."""
         self._closing = True
-        if not drain:
-            error = BatcherClosed(f"{self.name}: shut down before the request ran")
-            for group in list(self._groups.values()):
-                for request in list(group.requests):
-                    request.fail(error)
-                    self._forget(request)
         if self._arrival is not None:
             self._arrival.set()
         if self._dispatcher is not None:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
-
-    async def __aenter__(self) -> DynamicBatcher:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -382,13 +355,8 @@ class DynamicBatcher:
         if self._batch_size_observer is not None:
             self._batch_size_observer.observe(len(batch))
         started = time.monotonic()
-        result: object
-        if self._async_function is not None:
-            result = await self._async_function(batch)
-        else:
-            assert self._sync_function is not None
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, self._sync_function, batch)
+        loop = asyncio.get_running_loop()
+        result: object = await loop.run_in_executor(self._executor, self._batch_function, batch)
         elapsed = time.monotonic() - started
         previous = self._batch_seconds or elapsed
         self._batch_seconds = 0.8 * previous + 0.2 * elapsed
@@ -464,16 +432,13 @@ class BatchingRunner:
         """Run one batch now in the calling thread, padded like a batched run (warm-up uses this)."""
         return self._run_batch(inputs)
 
-    def warmup_shapes(self, row_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-        """Every input shape this runner sends to the session for rows of `row_shape` (padded mode)."""
-        return [(size, *row_shape) for size in self.buckets]
-
-    async def close(self, *, drain: bool = True) -> None:
-        """Stop taking requests; finish (or fail) the queued ones."""
-        await self._batcher.close(drain=drain)
+    async def close(self) -> None:
+        """Stop taking requests; finish the queued ones."""
+        await self._batcher.close()
 
     @property
     def queued_requests(self) -> int:
+        """Requests waiting for a batch (the `gan_serve_queued_requests` gauge)."""
         return self._batcher.queued_requests
 
     def _run_batch(self, batch: Array) -> Array:

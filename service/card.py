@@ -15,6 +15,7 @@ Repository layout::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -29,8 +30,11 @@ FP16_MODEL_FILENAME = "model.fp16.onnx"
 PREVIEW_FILENAME = "preview.png"
 METADATA_KEY = "gan_serve.model_card"
 
-#: Names a repository entry may have: they become URL path parts and directory names.
+#: Names a repository entry may have: they become URL path parts and directory names. Model
+#: versions follow the same rule (they are URL path parts of the Open Inference Protocol routes).
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: Hex digits of sha256 in a version derived from content.
+CONTENT_VERSION_DIGITS = 12
 _MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 ModelKind = Literal["generator", "upscaler"]
@@ -148,6 +152,12 @@ class ModelCard(_Frozen):
 
     schema_version: int = SCHEMA_VERSION
     name: str = Field(pattern=MODEL_NAME_PATTERN)
+    version: str | None = Field(
+        default=None,
+        pattern=MODEL_NAME_PATTERN,
+        description="the model's version: `gan-export convert --version`, else `content_version` of the "
+        "ONNX graph; a card without one is served under `content_version` of its model file",
+    )
     kind: ModelKind
     description: str = ""
     demo_weights: bool = Field(
@@ -222,6 +232,11 @@ class ModelCard(_Frozen):
 def is_valid_model_name(name: str) -> bool:
     """True if `name` may name a repository entry (and so a directory and a URL part)."""
     return bool(_MODEL_NAME_RE.fullmatch(name))
+
+
+def content_version(data: bytes) -> str:
+    """A version derived from content: the first 12 hex digits of its sha256 (same bytes, same version)."""
+    return hashlib.sha256(data).hexdigest()[:CONTENT_VERSION_DIGITS]
 
 
 def read_card(entry_dir: Path) -> ModelCard:

@@ -20,10 +20,10 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.app import create_app
+from service.entries import scan_repository
 from service.errors import StartupError
 from service.http_protocol import ConnectionLimits, protocol_with
 from service.logs import configure_logging
-from service.repository import scan_repository
 from service.settings import Settings
 
 EXIT_USAGE = 2
@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gan-serve: {exc.message}", file=sys.stderr)
         return EXIT_STARTUP
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except StartupError as exc:
+        print(f"gan-serve: {exc.message}", file=sys.stderr)
+        return EXIT_STARTUP
     logging.getLogger("uvicorn.error").addFilter(_DropTracebacks())
     config = uvicorn.Config(
         app,

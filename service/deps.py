@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from service.errors import NotReady
+from service.facts import SCOPE_KEY, RequestFacts
 from service.settings import Settings
 from service.state import ServiceState
 
@@ -31,6 +32,18 @@ async def get_state(request: Request, settings: SettingsDep) -> ServiceState:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+async def get_facts(request: Request) -> RequestFacts:
+    """This request's facts for the access log and metrics (set up by the request middleware)."""
+    facts = getattr(request.state, SCOPE_KEY, None)
+    if not isinstance(facts, RequestFacts):
+        facts = RequestFacts()
+        setattr(request.state, SCOPE_KEY, facts)
+    return facts
+
+
+FactsDep = Annotated[RequestFacts, Depends(get_facts)]
 AcceptHeader = Annotated[
     str | None,
     Header(description="`application/json` for base64 images in JSON; anything else gets binary"),

@@ -23,7 +23,7 @@ def spread_labels(n: int, classes: int) -> np.ndarray:
 
 
 def resolve_labels(
-    card: ModelCard, label: int | str | None, labels: Sequence[int | str] | None, n: int
+    card: ModelCard, label: int | str | None, labels: Sequence[int | str] | np.ndarray | None, n: int
 ) -> np.ndarray | None:
     """The (n,) label indices a request asks of `card`; None for an unconditional model."""
     condition = card.condition

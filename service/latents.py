@@ -9,6 +9,7 @@ absolute value exceeds t is redrawn from the same generator until none does.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,15 +46,20 @@ def draw_latents(
     return latents
 
 
-def check_latents(latents: list[list[float]], size: int) -> np.ndarray:
+def check_latents(latents: Sequence[Sequence[float]] | np.ndarray, size: int) -> np.ndarray:
     """Explicit latents as an (n, size) float32 array; refuse wrong lengths and NaN/Inf, naming the index."""
-    for index, vector in enumerate(latents):
-        if len(vector) != size:
-            raise InvalidLatents(f"latents[{index}] has {len(vector)} values; this model takes {size}")
-    array = np.asarray(latents, dtype=np.float64).reshape(len(latents), size)
-    for index in range(array.shape[0]):
-        if not np.isfinite(array[index]).all():
-            raise InvalidLatents(f"latents[{index}] contains NaN or Inf")
+    if isinstance(latents, np.ndarray):
+        if latents.ndim != 2 or latents.shape[1] != size:
+            raise InvalidLatents(f"latents have shape {list(latents.shape)}; this model takes [n, {size}]")
+        array = latents.astype(np.float64, copy=False)
+    else:
+        for index, vector in enumerate(latents):
+            if len(vector) != size:
+                raise InvalidLatents(f"latents[{index}] has {len(vector)} values; this model takes {size}")
+        array = np.asarray(latents, dtype=np.float64).reshape(len(latents), size)
+    broken = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if broken.size:
+        raise InvalidLatents(f"latents[{broken[0]}] contains NaN or Inf")
     if np.abs(array).max(initial=0.0) > np.finfo(np.float32).max:
         raise InvalidLatents("latents hold values too large for float32")
     return array.astype(np.float32)

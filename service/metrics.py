@@ -1,4 +1,8 @@
-"""Prometheus metrics, one registry per app so several apps in one process never clash."""
+"""Prometheus metrics, one registry per app so several apps in one process never clash.
+
+The registry also carries the standard process and platform collectors (`process_*` CPU, memory and
+file descriptors; `python_info`), as `prometheus_client`'s default registry would.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -18,6 +24,24 @@ disable_created_metrics()
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Batch sizes: powers of two up to the largest max_batch_size worth having.
 BATCH_SIZE_BUCKETS = tuple(float(1 << i) for i in range(13))
+#: Session runs in seconds: a batch of small images takes well under a millisecond on a GPU.
+INFERENCE_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 #: Queue waits in seconds: the default max delay is 2 ms; seconds mean the model is saturated.
 QUEUE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -27,6 +51,8 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.requests = Counter(
             "gan_serve_requests",
             "HTTP requests served, by route, model and status",
@@ -77,11 +103,24 @@ class ServiceMetrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=self.registry,
         )
-        self.queue_seconds = Histogram(
-            "gan_serve_queue_seconds",
-            "Time a request waited for its first batch to start, by model",
+        self.queue_wait_seconds = Histogram(
+            "gan_serve_queue_wait_seconds",
+            "Time a request waited in its model's batch queue before its first rows ran, by model",
             ["model"],
             buckets=QUEUE_BUCKETS,
+            registry=self.registry,
+        )
+        self.queued_requests = Gauge(
+            "gan_serve_queued_requests",
+            "Requests waiting in the model's batch queue now (not yet wholly inside a running batch)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "gan_serve_inference_seconds",
+            "Time onnxruntime spent on one session run (one batch of images or tiles), by model",
+            ["model"],
+            buckets=INFERENCE_BUCKETS,
             registry=self.registry,
         )
         self.ready = Gauge("gan_serve_ready", "1 once every model is loaded and warm", registry=self.registry)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from service.batching import Observer
 from service.card import ModelCard
 from service.errors import InferenceError
 
@@ -51,6 +53,8 @@ class SessionRunner:
         self.io_binding = io_binding
         self._device = device
         self._device_id = device_id
+        #: Sees the seconds of each session run (`gan_serve_inference_seconds`), once warm.
+        self.run_observer: Observer | None = None
 
     async def run(self, inputs: np.ndarray) -> np.ndarray:
         """Check `inputs` against the card, then run the session off the event loop."""
@@ -60,6 +64,7 @@ class SessionRunner:
     def run_sync(self, inputs: np.ndarray) -> np.ndarray:
         """Run the session in the calling thread (warm-up and benchmarks use this)."""
         self._check(inputs, self.card.input_shape, "input")
+        started = time.perf_counter()
         try:
             output = self._run_session(inputs)
         except Exception as exc:
@@ -67,6 +72,8 @@ class SessionRunner:
             raise InferenceError(
                 f"model {self.card.name} failed on input shape {list(inputs.shape)}"
             ) from exc
+        if self.run_observer is not None:
+            self.run_observer.observe(time.perf_counter() - started)
         self._check(output, self.card.output_shape, "output")
         if output.shape[0] != inputs.shape[0]:
             raise InferenceError(

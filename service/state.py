@@ -6,9 +6,13 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TypeVar
 
+from service.encode import OutputFormat
+from service.inference import InferenceCore
 from service.metrics import ServiceMetrics
+from service.rendering import Envelope, Rendering, ResponseLimit
 from service.repository import ModelRepository
 from service.settings import Settings
 
@@ -28,6 +32,23 @@ class ServiceState:
     def with_settings(self, settings: Settings) -> ServiceState:
         """The same state seen with other settings (limits, formats) for one request."""
         return self if settings is self.settings else replace(self, settings=settings)
+
+    @cached_property
+    def core(self) -> InferenceCore:
+        """The inference core over this state's models, limits and pools."""
+        return InferenceCore(self.settings, self.repository, self.metrics, self.encode_pool)
+
+    def rendering(
+        self, image_format: OutputFormat, envelope: Envelope = "auto", limit: ResponseLimit | None = None
+    ) -> Rendering:
+        """How to render a result in `image_format`, with this state's encoder settings."""
+        return Rendering(
+            format=image_format,
+            envelope=envelope,
+            png_compress_level=self.settings.png_compress_level,
+            quality=self.settings.jpeg_quality,
+            limit=limit,
+        )
 
     async def in_encode_pool(self, function: Callable[..., T], *args: object) -> T:
         """Run image decode/encode work off the event loop, in the bounded encode pool."""

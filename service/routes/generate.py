@@ -2,46 +2,41 @@
 
 Conditional generators also take a class per image (`label` or `labels`; see `service.labels`).
 
-`respond_generate` holds the whole request → response path so other routers (SageMaker's
-`/invocations`) can call it with an already-parsed `GenerateRequest`.
+`serve_generate` is the whole path of a parsed `GenerateRequest`, for this route and SageMaker's
+`/invocations`: the request becomes a core `Generation`, the result is rendered as asked.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from service.card import ModelCard
-from service.deps import AcceptHeader, StateDep
-from service.encode import FILE_EXTENSIONS, MEDIA_TYPES, OutputFormat, encode_image, encode_npy, zip_files
-from service.errors import InferenceError, TooManyImages
-from service.labels import generator_input, resolve_labels
-from service.latents import MAX_SEED, check_latents, draw_latents, random_seed
-from service.pixels import make_grid, to_uint8
-from service.responses import (
+from service.deps import AcceptHeader, FactsDep, StateDep
+from service.encode import MEDIA_TYPES, OutputFormat
+from service.facts import RequestFacts
+from service.inference import Generation
+from service.latents import MAX_SEED
+from service.rendering import (
+    MAX_HEADER_LABELS,
     ZIP_MEDIA_TYPE,
-    binary_response,
-    error_responses,
-    json_images_response,
-    wants_json,
+    GenerateLayout,
+    Rendered,
+    Rendering,
+    prefers_json,
+    render_generated,
 )
-from service.runner import run_in_chunks
+from service.responses import error_responses
 from service.state import ServiceState
 
 router = APIRouter(tags=["inference"])
 
-GenerateLayout = Literal["images", "grid"]
 #: A class: its index (0 .. classes-1) or its name on the model card.
 ClassLabel = int | str
 #: Longer strings cannot be class names worth echoing back in an error message.
 MAX_CLASS_NAME = 200
-
-#: `X-Labels` lists the labels only up to this many images; JSON `labels` always holds them all.
-MAX_HEADER_LABELS = 64
 
 
 class GenerateRequest(BaseModel):
@@ -200,95 +195,26 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def respond_generate(request: GenerateRequest, accept: str | None, state: ServiceState) -> Response:
-    """Serve a parsed `GenerateRequest`: draw latents, run the generator, encode and package the images."""
-    settings = state.settings
-    model = state.repository.get(request.model, "generator")
-    card = model.card
-    assert card.latent_size is not None
-    n = request.count
-    if n > settings.max_n:
-        raise TooManyImages(f"{n} images asked for; this server returns at most {settings.max_n} per request")
-    labels = resolve_labels(card, request.label, request.labels, n)
-    seed: int | None = None
-    if request.latents is not None:
-        latents = check_latents(request.latents, card.latent_size)
-    else:
-        seed = request.seed if request.seed is not None else random_seed()
-        latents = draw_latents(seed, n, card.latent_size, card.latent_distribution, request.truncation)
-    with state.metrics.model_runs_in_flight.labels(card.name).track_inprogress():
-        raw = await run_in_chunks(model.runner, generator_input(latents, labels, card))
-    images = generated_pixels(raw, card)
-    files = await state.in_encode_pool(
-        _encode_all,
-        images,
-        request,
-        _grid_columns(request, card, n),
-        settings.png_compress_level,
-        settings.jpeg_quality,
+def generation_of(request: GenerateRequest) -> Generation:
+    """The core's view of a /generate body: what to generate (the rest is how to render it)."""
+    return Generation(
+        model=request.model,
+        n=request.count,
+        seed=request.seed,
+        latents=request.latents,
+        truncation=request.truncation,
+        label=request.label,
+        labels=request.labels,
     )
-    state.metrics.images_generated.labels(card.name).inc(n)
-
-    headers = {"X-Model": card.name, "X-Images": str(n)}
-    if seed is not None:
-        headers["X-Seed"] = str(seed)
-    if labels is not None and n <= MAX_HEADER_LABELS:
-        headers["X-Labels"] = ",".join(str(label) for label in labels.tolist())
-    if wants_json(accept):
-        meta = {
-            "model": card.name,
-            "seed": seed,
-            "n": n,
-            "layout": request.layout,
-            "labels": None if labels is None else labels.tolist(),
-        }
-        return json_images_response(files, request.format, headers, meta)
-    if len(files) == 1:
-        return binary_response(files[0], MEDIA_TYPES[request.format], headers)
-    extension = FILE_EXTENSIONS[request.format]
-    archive = await state.in_encode_pool(
-        zip_files, [(f"{i:04d}.{extension}", d) for i, d in enumerate(files)]
-    )
-    headers["Content-Disposition"] = 'attachment; filename="images.zip"'
-    return binary_response(archive, ZIP_MEDIA_TYPE, headers)
 
 
-def generated_pixels(raw: np.ndarray, card: ModelCard) -> np.ndarray:
-    """Generator output as (N, H, W, C) uint8: reshaped per the card, mapped from its output range."""
-    assert card.height is not None and card.width is not None
-    n = raw.shape[0]
-    expected = (n, card.height, card.width, card.channels)
-    if card.flat_output:
-        if raw.ndim != 2 or raw.shape[1] != card.height * card.width * card.channels:
-            raise InferenceError(
-                f"model {card.name} returned shape {list(raw.shape)}, expected flat {expected}"
-            )
-        raw = raw.reshape(expected)
-    elif card.layout == "NCHW" and raw.ndim == 4:
-        raw = raw.transpose(0, 2, 3, 1)
-    if raw.shape != expected:
-        raise InferenceError(f"model {card.name} returned shape {list(raw.shape)}, expected {list(expected)}")
-    return to_uint8(raw, card.output_range)
-
-
-def _grid_columns(request: GenerateRequest, card: ModelCard, n: int) -> int | None:
-    """The asked-for grid width; one class per row for a default class spread that fills rows."""
-    if request.columns is not None:
-        return request.columns
-    condition = card.condition
-    if condition is None or request.label is not None or request.labels is not None:
-        return None
-    return n // condition.classes if n % condition.classes == 0 else None
-
-
-def _encode_all(
-    images: np.ndarray, request: GenerateRequest, columns: int | None, png_level: int, quality: int
-) -> list[bytes]:
-    if request.layout == "grid":
-        images = make_grid(images, columns)[None]
-    if request.format == "npy":
-        return [encode_npy(images[0] if request.layout == "grid" else images)]
-    return [encode_image(i, request.format, png_compress_level=png_level, quality=quality) for i in images]
+async def serve_generate(
+    request: GenerateRequest, rendering: Rendering, state: ServiceState, facts: RequestFacts
+) -> Rendered:
+    """Generate what `request` asks for and render it as `rendering` says."""
+    result = await state.core.generate(generation_of(request))
+    facts.model = result.card.name
+    return await state.in_encode_pool(render_generated, result, rendering, request.layout, request.columns)
 
 
 @router.post(
@@ -299,8 +225,10 @@ def _encode_all(
 )
 async def generate(
     state: StateDep,
+    facts: FactsDep,
     body: Annotated[GenerateRequest, Body(openapi_examples=GENERATE_EXAMPLES)] = GenerateRequest(),  # noqa: B008
     accept: AcceptHeader = None,
 ) -> Response:
     """Generate `n` images from a seed (random when absent) or from explicit latent vectors."""
-    return await respond_generate(body, accept, state)
+    rendering = state.rendering(body.format, "json" if prefers_json(accept) else "auto")
+    return (await serve_generate(body, rendering, state, facts)).response()

@@ -7,8 +7,8 @@ from pydantic import BaseModel, Field
 
 from service.card import ModelCard, ModelKind
 from service.deps import StateDep
-from service.repository import CUDA
 from service.responses import error_responses
+from service.sessions import CUDA
 
 router = APIRouter(tags=["models"])
 

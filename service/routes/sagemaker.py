@@ -18,20 +18,23 @@ Responses above the real-time payload limit (6 MB) are refused with 413 saying w
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from service.decode import media_type
-from service.deps import StateDep
-from service.encode import FILE_EXTENSIONS, MEDIA_TYPES, OutputFormat, zip_files
-from service.errors import InvalidCustomAttributes, NotAcceptable, ResponseTooLarge, UnsupportedMediaType
-from service.responses import JSON_MEDIA_TYPE, ZIP_MEDIA_TYPE, error_responses
-from service.routes.generate import GenerateRequest, respond_generate
-from service.routes.upscale import UpscaleOptions, read_body, respond_upscale
+from service.deps import FactsDep, StateDep
+from service.encode import OutputFormat
+from service.errors import InvalidCustomAttributes, UnsupportedMediaType
+from service.facts import RequestFacts
+from service.rendering import JSON_MEDIA_TYPE, Output, Rendered, Rendering, ResponseLimit, choose_output
+from service.responses import error_responses
+from service.routes.generate import GenerateRequest, serve_generate
+from service.routes.upscale import UpscaleOptions, serve_upscale
 from service.state import ServiceState
+from service.uploads import read_body
 
 router = APIRouter(tags=["sagemaker"])
 
@@ -41,44 +44,6 @@ MAX_RESPONSE_BYTES = 6_000_000
 MAX_CUSTOM_ATTRIBUTES = 1024
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 CUSTOM_ATTRIBUTE_KEYS = ("model", "format", "tile", "overlap")
-
-#: Accept media types and the output each selects; `None` keeps the request's own format.
-ACCEPTED: dict[str, OutputFormat | Literal["json", "zip"] | None] = {
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "image/webp": "webp",
-    "application/x-npy": "npy",
-    JSON_MEDIA_TYPE: "json",
-    ZIP_MEDIA_TYPE: "zip",
-    "*/*": None,
-    "image/*": None,
-    "application/*": None,
-}
-
-Output = OutputFormat | Literal["json", "zip"] | None
-
-
-def negotiate(accept: str | None) -> Output:
-    """The output `Accept` asks for: the supported media range with the highest q (ties: first listed)."""
-    if not accept or not accept.strip():
-        return None
-    ranked: list[tuple[float, int, str]] = []
-    for position, part in enumerate(accept.split(",")):
-        kind, *params = (piece.strip() for piece in part.split(";"))
-        quality = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if quality > 0 and kind.lower() in ACCEPTED:
-            ranked.append((-quality, position, kind.lower()))
-    if not ranked:
-        supported = ", ".join(media for media in ACCEPTED if "*" not in media)
-        raise NotAcceptable(f"cannot produce any of Accept: {accept!r}; supported: {supported}")
-    return ACCEPTED[min(ranked)[2]]
 
 
 def parse_custom_attributes(header: str | None) -> UpscaleOptions:
@@ -118,48 +83,33 @@ def parse_custom_attributes(header: str | None) -> UpscaleOptions:
         raise InvalidCustomAttributes(f"{CUSTOM_ATTRIBUTES_HEADER}: {problems}") from None
 
 
-def as_zip(response: Response, stem: str) -> Response:
-    """`response` itself when it is a zip already, else its one file inside a zip."""
-    if response.media_type == ZIP_MEDIA_TYPE:
-        return response
-    extension = next(
-        (FILE_EXTENSIONS[fmt] for fmt, media in MEDIA_TYPES.items() if media == response.media_type), "bin"
-    )
-    headers = {
-        key: value
-        for key, value in response.headers.items()
-        if key.lower() not in {"content-type", "content-length"}
-    }
-    headers["Content-Disposition"] = f'attachment; filename="{stem}.zip"'
-    return Response(
-        zip_files([(f"{stem}.{extension}", bytes(response.body))]), media_type=ZIP_MEDIA_TYPE, headers=headers
+def response_limit(advice: str) -> ResponseLimit:
+    """SageMaker's payload limit, refused saying what to ask for instead."""
+    return ResponseLimit(
+        MAX_RESPONSE_BYTES,
+        "the response would be {size:,} bytes; SageMaker real-time endpoints return at most "
+        f"{MAX_RESPONSE_BYTES:,}. Ask for a smaller format (Accept: image/jpeg or image/webp), {advice}, "
+        "or use SageMaker asynchronous inference (S3 output, up to 1 GB) for large results",
     )
 
 
-def check_size(response: Response, advice: str) -> Response:
-    """Refuse a response SageMaker would refuse, saying what to ask for instead."""
-    size = len(response.body)
-    if size > MAX_RESPONSE_BYTES:
-        raise ResponseTooLarge(
-            f"the response would be {size:,} bytes; SageMaker real-time endpoints return at most "
-            f"{MAX_RESPONSE_BYTES:,}. Ask for a smaller format (Accept: image/jpeg or image/webp), "
-            f"{advice}, or use SageMaker asynchronous inference (S3 output, up to 1 GB) for large results"
-        )
-    return response
+def sagemaker_rendering(
+    state: ServiceState, output: Output, requested: OutputFormat, advice: str
+) -> Rendering:
+    """Accept over the request's own format: an image type or npy replaces it; JSON or zip envelopes it."""
+    if output == "json" or output == "zip":
+        return state.rendering(requested, output, response_limit(advice))
+    return state.rendering(output or requested, "auto", response_limit(advice))
 
 
-async def invoke_generate(body: bytes, output: Output, accept: str | None, state: ServiceState) -> Response:
+async def invoke_generate(body: bytes, output: Output, state: ServiceState, facts: RequestFacts) -> Rendered:
     """A /generate body in, the images out in the negotiated format."""
     try:
         request = GenerateRequest.model_validate_json(body) if body.strip() else GenerateRequest()
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    if output not in (None, "json", "zip"):
-        request = request.model_copy(update={"format": output})
-    response = await respond_generate(request, accept if output == "json" else None, state)
-    if output == "zip":
-        response = as_zip(response, "images")
-    return check_size(response, "fewer images (n) or layout=grid")
+    rendering = sagemaker_rendering(state, output, request.format, "fewer images (n) or layout=grid")
+    return await serve_generate(request, rendering, state, facts)
 
 
 async def invoke_upscale(
@@ -167,17 +117,13 @@ async def invoke_upscale(
     content_type: str,
     attributes: str | None,
     output: Output,
-    accept: str | None,
     state: ServiceState,
-) -> Response:
+    facts: RequestFacts,
+) -> Rendered:
     """Image bytes in, options from the custom attributes, the upscaled image out."""
     options = parse_custom_attributes(attributes)
-    if output not in (None, "json", "zip"):
-        options = options.model_copy(update={"format": output})
-    response = await respond_upscale(body, content_type, options, accept if output == "json" else None, state)
-    if output == "zip":
-        response = as_zip(response, "upscaled")
-    return check_size(response, "a smaller input image")
+    rendering = sagemaker_rendering(state, output, options.format, "a smaller input image")
+    return await serve_upscale(body, content_type, options, rendering, state, facts)
 
 
 @router.get(
@@ -201,6 +147,7 @@ async def ping(request: Request) -> Response:
 async def invocations(
     request: Request,
     state: StateDep,
+    facts: FactsDep,
     accept: Annotated[str | None, Header()] = None,
     custom_attributes: Annotated[str | None, Header(alias=CUSTOM_ATTRIBUTES_HEADER)] = None,
 ) -> Response:
@@ -212,9 +159,9 @@ async def invocations(
             f"Content-Type {content_type!r} is not served here: send application/json (a /generate "
             "body) or an image/png, image/jpeg or image/webp body to upscale"
         )
-    output = negotiate(accept)
+    output = choose_output(accept)
     body = await read_body(request, state.settings.max_body_bytes)
     if kind == JSON_MEDIA_TYPE:
-        return await invoke_generate(body, output, accept, state)
+        return (await invoke_generate(body, output, state, facts)).response()
     assert content_type is not None
-    return await invoke_upscale(body, content_type, custom_attributes, output, accept, state)
+    return (await invoke_upscale(body, content_type, custom_attributes, output, state, facts)).response()

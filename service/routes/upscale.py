@@ -1,30 +1,26 @@
 """`POST /upscale`: an image in (raw body or multipart `file`), the upscaled image out.
 
-`respond_upscale` holds the whole bytes → response path so other routers (SageMaker's
-`/invocations`) can call it with the body they already read and parsed options.
+`serve_upscale` is the whole bytes → rendered path, for this route and SageMaker's `/invocations`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from starlette.datastructures import UploadFile
-from starlette.types import Message
 
-from service.decode import IMAGE_MEDIA_TYPES, check_media_type, decode_image, media_type
-from service.deps import AcceptHeader, StateDep
-from service.encode import MEDIA_TYPES, OutputFormat, encode_image, supports_alpha
-from service.errors import InvalidImage, InvalidRequest, OutputTooLarge, PayloadTooLarge
-from service.responses import binary_response, error_responses, json_images_response, wants_json
+from service.decode import IMAGE_MEDIA_TYPES, check_media_type, decode_image
+from service.deps import AcceptHeader, FactsDep, StateDep
+from service.encode import MEDIA_TYPES, OutputFormat
+from service.facts import RequestFacts
+from service.inference import UpscaleJob
+from service.rendering import Rendered, Rendering, check_alpha, prefers_json, render_upscaled
+from service.responses import error_responses
 from service.state import ServiceState
-from service.tiling import upscale_alpha, upscale_color, upscaled_size
+from service.uploads import MULTIPART, read_upload
 
 router = APIRouter(tags=["inference"])
-
-MULTIPART = "multipart/form-data"
 
 
 class UpscaleOptions(BaseModel):
@@ -95,99 +91,26 @@ UPSCALE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def respond_upscale(
-    data: bytes, content_type: str | None, options: UpscaleOptions, accept: str | None, state: ServiceState
-) -> Response:
-    """Serve one upscale: check and decode the image, run the model tile by tile, encode the result."""
-    settings = state.settings
+def upscale_job(options: UpscaleOptions) -> UpscaleJob:
+    """The core's view of the options: model and tiling (the format is how to render it)."""
+    return UpscaleJob(model=options.model, tile=options.tile, overlap=options.overlap)
+
+
+async def serve_upscale(
+    data: bytes,
+    content_type: str | None,
+    options: UpscaleOptions,
+    rendering: Rendering,
+    state: ServiceState,
+    facts: RequestFacts,
+) -> Rendered:
+    """Decode the uploaded image, upscale it as `options` say, and render it as `rendering` says."""
     check_media_type(content_type)
-    if len(data) > settings.max_body_bytes:
-        raise _body_too_large(settings.max_body_bytes)
-    model = state.repository.get(options.model, "upscaler")
-    card = model.card
-    assert card.scale is not None
-    image = await state.in_encode_pool(decode_image, data, settings.max_image_pixels)
-    out_height, out_width = upscaled_size(card, image.height, image.width)
-    if out_height * out_width > settings.max_output_pixels:
-        raise OutputTooLarge(
-            f"a {image.width}x{image.height} image upscaled x{card.scale} would be {out_width}x{out_height} "
-            f"= {out_width * out_height} pixels; the limit is {settings.max_output_pixels} pixels"
-        )
-    if image.alpha is not None and not supports_alpha(options.format):
-        raise InvalidRequest(
-            f"format={options.format} cannot carry the image's alpha channel: ask for png or webp"
-        )
-
-    tile = settings.tile_size if options.tile is None else options.tile
-    overlap = settings.tile_overlap if options.overlap is None else options.overlap
-    with state.metrics.model_runs_in_flight.labels(card.name).track_inprogress():
-        color, tiles = await upscale_color(image.color, model.runner, tile=tile, overlap=overlap)
-    pixels = color
-    if image.alpha is not None:
-        alpha = await state.in_encode_pool(upscale_alpha, image.alpha, card.scale)
-        pixels = np.concatenate([color, alpha[..., None]], axis=2)
-    encoded = await state.in_encode_pool(
-        _encode, pixels, options.format, settings.png_compress_level, settings.jpeg_quality
-    )
-    state.metrics.pixels_upscaled.labels(card.name).inc(out_height * out_width)
-
-    headers = {
-        "X-Model": card.name,
-        "X-Tiles": str(tiles),
-        "X-Input-Size": f"{image.width}x{image.height}",
-        "X-Output-Size": f"{out_width}x{out_height}",
-    }
-    if wants_json(accept):
-        meta = {"model": card.name, "width": out_width, "height": out_height}
-        return json_images_response([encoded], options.format, headers, meta)
-    return binary_response(encoded, MEDIA_TYPES[options.format], headers)
-
-
-def _encode(pixels: np.ndarray, image_format: OutputFormat, png_level: int, quality: int) -> bytes:
-    return encode_image(pixels, image_format, png_compress_level=png_level, quality=quality)
-
-
-def _body_too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused from Content-Length before reading and while streaming past `limit`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _body_too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _body_too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_upload(request: Request, limit: int) -> tuple[bytes, str | None]:
-    """The uploaded image and its Content-Type, from a raw body or a multipart `file` field."""
-    content_type = request.headers.get("content-type")
-    if media_type(content_type) != MULTIPART:
-        check_media_type(content_type)
-        return await read_body(request, limit), content_type
-    body = await read_body(request, limit)
-
-    async def replay() -> Message:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    # The body is already read (and size-checked): parse the form from memory.
-    form = await Request(request.scope, replay).form(max_files=1, max_fields=0)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidImage("the multipart form has no 'file' field holding the image")
-    try:
-        data = await upload.read()
-    finally:
-        await form.close()
-    part_type = upload.content_type
-    # Browsers and curl label unknown files application/octet-stream: the bytes decide then.
-    return data, part_type
+    image = await state.in_encode_pool(decode_image, data, state.settings.max_image_pixels)
+    check_alpha(rendering.format, image.alpha is not None)
+    result = await state.core.upscale(image, upscale_job(options))
+    facts.model = result.card.name
+    return await state.in_encode_pool(render_upscaled, result, rendering)
 
 
 @router.post(
@@ -200,9 +123,11 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, str | None]:
 async def upscale(
     request: Request,
     state: StateDep,
+    facts: FactsDep,
     options: Annotated[UpscaleOptions, Query()],
     accept: AcceptHeader = None,
 ) -> Response:
     """Upscale a PNG, JPEG or WebP image; large images run in overlapping tiles."""
     data, content_type = await read_upload(request, state.settings.max_body_bytes)
-    return await respond_upscale(data, content_type, options, accept, state)
+    rendering = state.rendering(options.format, "json" if prefers_json(accept) else "auto")
+    return (await serve_upscale(data, content_type, options, rendering, state, facts)).response()

@@ -25,7 +25,6 @@ from service.errors import (
     BatcherClosed,
     BatchOutputMismatch,
     InferenceError,
-    NotReady,
     QueueFull,
     ServiceError,
 )
@@ -270,29 +269,13 @@ async def test_close_drains_queued_requests_then_refuses_new_ones() -> None:
     queued = asyncio.create_task(batcher.submit(rows(2)))
     await wait_until(lambda: batcher.queued_requests == 1)
     closing = asyncio.create_task(batcher.close())
-    await wait_until(lambda: batcher.closed)
+    await asyncio.sleep(0)  # close() stops intake before its first await
     with pytest.raises(BatcherClosed):
         await batcher.submit(rows(1))
     fn.gate.set()
     await asyncio.wait_for(closing, HANG)
     np.testing.assert_array_equal(await queued, rows(2) * 2.0 + 1.0)
     await first
-
-
-async def test_close_without_drain_fails_queued_requests_as_not_ready() -> None:
-    fn = Recorder()
-    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
-    first = await hold_first_batch(batcher, fn)
-    queued = asyncio.create_task(batcher.submit(rows(2)))
-    await wait_until(lambda: batcher.queued_requests == 1)
-    closing = asyncio.create_task(batcher.close(drain=False))
-    with pytest.raises(BatcherClosed) as refused:
-        await asyncio.wait_for(queued, HANG)
-    assert isinstance(refused.value, NotReady)
-    assert refused.value.status_code == 503
-    fn.gate.set()
-    await asyncio.wait_for(asyncio.gather(closing, first), HANG)
-    assert fn.sizes == [1]
 
 
 async def test_metrics_see_every_batch_size_and_queue_time() -> None:
@@ -313,24 +296,6 @@ async def test_metrics_see_every_batch_size_and_queue_time() -> None:
     assert sizes.values == [4, 2, 1]
     assert len(waits.values) == 2  # one per request, however many batches it spans
     assert all(w >= 0 for w in waits.values)
-    await batcher.close()
-
-
-async def test_an_async_batch_function_is_awaited() -> None:
-    seen: list[int] = []
-
-    async def double(batch: np.ndarray) -> np.ndarray:
-        seen.append(len(batch))
-        await asyncio.sleep(0)
-        return batch * 2
-
-    batcher = DynamicBatcher(double, max_batch_size=16, max_queue_delay_ms=10 * HANG * 1000)
-    results = await asyncio.wait_for(
-        asyncio.gather(*(batcher.submit(rows(4, start=i)) for i in range(4))), HANG
-    )
-    assert seen == [16]
-    for i, y in enumerate(results):
-        np.testing.assert_array_equal(y, rows(4, start=i) * 2)
     await batcher.close()
 
 
@@ -425,7 +390,6 @@ def test_padded_runner_only_ever_runs_the_bucket_shapes(rgb_session_runner: Sess
             max_queue_size=4,
             pad_to_buckets=True,
         )
-        assert runner.warmup_shapes((16,)) == [(1, 16), (2, 16), (4, 16), (6, 16)]
         out = runner.run_sync(np.zeros((3, 16), np.float32))
     assert out.shape == (3, 16, 16, 3)
 
@@ -455,7 +419,7 @@ def test_concurrent_http_requests_share_one_batch_and_get_their_own_images(
         images = list(pool.map(lambda seed: _generate(batched, seed), range(4)))
         assert _metric(batched, "gan_serve_batch_size_count", RGB_GENERATOR) == 1
         assert _metric(batched, "gan_serve_batch_size_sum", RGB_GENERATOR) == 4
-        assert _metric(batched, "gan_serve_queue_seconds_count", RGB_GENERATOR) == 4
+        assert _metric(batched, "gan_serve_queue_wait_seconds_count", RGB_GENERATOR) == 4
     for seed, image in enumerate(images):
         assert np.abs(image - _generate(client, seed)).max() <= 1
 

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from service.card import read_card
 from service.placement import enable_placement_profile, node_placement
-from service.repository import CPU, CUDA, ModelRepository
+from service.repository import ModelRepository
+from service.sessions import CPU, CUDA
 from service.settings import Settings
 from tests.service.conftest import RGB_GENERATOR
 

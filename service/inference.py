@@ -1,0 +1,209 @@
+"""The inference core: what to generate or upscale in, arrays and what happened out; no HTTP.
+
+Every front door — `POST /generate`, `POST /upscale`, SageMaker's `/invocations`, the Open Inference
+Protocol's `/v2/.../infer` — parses its own input into a `Generation` or a `DecodedImage` with
+`UpscaleJob`, calls `InferenceCore.generate` or `InferenceCore.upscale`, and hands the result to
+`service.rendering`. The core picks the model, checks the request against its card and the server's
+limits, draws latents, runs the model through its runner (batched, tiled) and counts what it made;
+it never sees a header, a media type or a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TypeVar
+
+import numpy as np
+
+from service.card import ModelCard
+from service.decode import DecodedImage
+from service.errors import InferenceError, OutputTooLarge, TooManyImages
+from service.labels import generator_input, resolve_labels
+from service.latents import check_latents, draw_latents, random_seed
+from service.metrics import ServiceMetrics
+from service.pixels import to_uint8
+from service.repository import ModelRepository
+from service.runner import run_in_chunks
+from service.sessions import LoadedModel
+from service.settings import Settings
+from service.tiling import upscale_alpha, upscale_color, upscaled_size
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What to generate: the model, how many images, from which latents or seed, of which classes."""
+
+    model: str | None = None
+    n: int = 1
+    seed: int | None = None
+    #: Explicit latent vectors, (n, latent_size); `seed` and `truncation` apply only without them.
+    latents: np.ndarray | Sequence[Sequence[float]] | None = None
+    truncation: float | None = None
+    #: Conditional generators: one class for every image, or one per image (index or class name).
+    label: int | str | None = None
+    labels: Sequence[int | str] | np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedImages:
+    """A generator's images and what produced them."""
+
+    model: LoadedModel
+    #: (n, height, width, channels) float32 model output, in the card's `output_range`.
+    values: np.ndarray
+    #: The seed the latents were drawn from; None when the request gave latents.
+    seed: int | None
+    #: Each image's class index for a conditional generator, else None.
+    labels: np.ndarray | None
+    #: The labels are the default even spread over the classes (no label was asked for).
+    spread_labels: bool
+    #: Seconds from handing the latents to the runner to having every image (queue included).
+    inference_seconds: float
+
+    @property
+    def card(self) -> ModelCard:
+        return self.model.card
+
+    @property
+    def n(self) -> int:
+        return int(self.values.shape[0])
+
+    @cached_property
+    def pixels(self) -> np.ndarray:
+        """The images as (n, height, width, channels) uint8."""
+        return to_uint8(self.values, self.card.output_range)
+
+
+@dataclass(frozen=True)
+class UpscaleJob:
+    """How to upscale: the model and the tiling (None: the server's setting)."""
+
+    model: str | None = None
+    tile: int | None = None
+    overlap: int | None = None
+
+
+@dataclass(frozen=True)
+class UpscaledImage:
+    """An upscaler's output image and what produced it."""
+
+    model: LoadedModel
+    #: (height, width, channels) uint8 in the input's mode family; the alpha plane last, if any.
+    pixels: np.ndarray
+    #: (width, height) of the input image.
+    input_size: tuple[int, int]
+    tiles: int
+    inference_seconds: float
+
+    @property
+    def card(self) -> ModelCard:
+        return self.model.card
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the output image."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+
+@dataclass(frozen=True)
+class InferenceCore:
+    """Generate and upscale with the repository's models, within the server's limits."""
+
+    settings: Settings
+    repository: ModelRepository
+    metrics: ServiceMetrics
+    #: Worker threads for CPU-side image work (the alpha plane's resize).
+    image_pool: Executor
+
+    async def generate(self, request: Generation) -> GeneratedImages:
+        """Draw or check the latents, add the classes, run the generator; the images as values."""
+        model = self.repository.get(request.model, "generator")
+        card = model.card
+        assert card.latent_size is not None
+        n = request.n
+        if n > self.settings.max_n:
+            raise TooManyImages(
+                f"{n} images asked for; this server returns at most {self.settings.max_n} per request"
+            )
+        labels = resolve_labels(card, request.label, request.labels, n)
+        seed: int | None = None
+        if request.latents is not None:
+            latents = check_latents(request.latents, card.latent_size)
+        else:
+            seed = request.seed if request.seed is not None else random_seed()
+            latents = draw_latents(seed, n, card.latent_size, card.latent_distribution, request.truncation)
+        raw, seconds = await self._timed(
+            model, run_in_chunks(model.runner, generator_input(latents, labels, card))
+        )
+        self.metrics.images_generated.labels(card.name).inc(n)
+        return GeneratedImages(
+            model=model,
+            values=image_values(raw, card),
+            seed=seed,
+            labels=labels,
+            spread_labels=labels is not None and request.label is None and request.labels is None,
+            inference_seconds=seconds,
+        )
+
+    async def upscale(self, image: DecodedImage, job: UpscaleJob) -> UpscaledImage:
+        """Upscale the colour tile by tile with the model and the alpha plane bicubically."""
+        model = self.repository.get(job.model, "upscaler")
+        card = model.card
+        assert card.scale is not None
+        out_height, out_width = upscaled_size(card, image.height, image.width)
+        if out_height * out_width > self.settings.max_output_pixels:
+            raise OutputTooLarge(
+                f"a {image.width}x{image.height} image upscaled x{card.scale} would be "
+                f"{out_width}x{out_height} = {out_width * out_height} pixels; the limit is "
+                f"{self.settings.max_output_pixels} pixels"
+            )
+        tile = self.settings.tile_size if job.tile is None else job.tile
+        overlap = self.settings.tile_overlap if job.overlap is None else job.overlap
+        (color, tiles), seconds = await self._timed(
+            model, upscale_color(image.color, model.runner, tile=tile, overlap=overlap)
+        )
+        pixels = color
+        if image.alpha is not None:
+            loop = asyncio.get_running_loop()
+            alpha = await loop.run_in_executor(self.image_pool, upscale_alpha, image.alpha, card.scale)
+            pixels = np.concatenate([color, alpha[..., None]], axis=2)
+        self.metrics.pixels_upscaled.labels(card.name).inc(out_height * out_width)
+        return UpscaledImage(
+            model=model,
+            pixels=pixels,
+            input_size=(image.width, image.height),
+            tiles=tiles,
+            inference_seconds=seconds,
+        )
+
+    async def _timed(self, model: LoadedModel, work: Awaitable[T]) -> tuple[T, float]:
+        """Await the model's work, counted in `gan_serve_model_runs_in_flight` and timed."""
+        started = time.perf_counter()
+        with self.metrics.model_runs_in_flight.labels(model.card.name).track_inprogress():
+            result = await work
+        return result, time.perf_counter() - started
+
+
+def image_values(raw: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Generator output as (N, H, W, C) values: reshaped per the card, checked against its shape."""
+    assert card.height is not None and card.width is not None
+    n = raw.shape[0]
+    expected = (n, card.height, card.width, card.channels)
+    if card.flat_output:
+        if raw.ndim != 2 or raw.shape[1] != card.height * card.width * card.channels:
+            raise InferenceError(
+                f"model {card.name} returned shape {list(raw.shape)}, expected flat {expected}"
+            )
+        raw = raw.reshape(expected)
+    elif card.layout == "NCHW" and raw.ndim == 4:
+        raw = raw.transpose(0, 2, 3, 1)
+    if raw.shape != expected:
+        raise InferenceError(f"model {card.name} returned shape {list(raw.shape)}, expected {list(expected)}")
+    return raw

@@ -1,0 +1,302 @@
+"""One repository entry made ready to serve: its onnxruntime session, runner, placement and warm-up.
+
+`load_model` takes an entry `service.entries.scan_repository` found and does, in order:
+
+1. `open_session`: create the session on CUDA or the CPU, check the providers it really got (fail
+   for device=cuda, fall back with a warning for device=auto), and drop the fp16 graph off CUDA;
+2. `check_io`: the card's input and output names and ranks against the graph;
+3. `make_runner`: a `SessionRunner`, wrapped in a `BatchingRunner` when batching is on and the
+   graph's batch axis is dynamic;
+4. `warm_up`: run the shapes requests will bring, so no client meets a cold session;
+5. `cpu_placement`: on CUDA, the nodes onnxruntime left on the CPU during warm-up (`GET /models`).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from service.batching import BatchingRunner, SyncModelRunner
+from service.card import ModelCard, ModelKind, content_version
+from service.entries import EntryFiles
+from service.errors import InferenceError, ModelLoadError, ProviderUnavailable
+from service.labels import generator_input_width
+from service.metrics import ServiceMetrics
+from service.placement import enable_placement_profile, node_placement
+from service.runner import ModelRunner, SessionRunner
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One repository entry with its live session and what it actually runs on."""
+
+    card: ModelCard
+    path: Path
+    version: str
+    runner: ModelRunner
+    providers: list[str]
+    fp16: bool
+    warmup_ms: float
+    #: Op type -> nodes onnxruntime put on the CPU provider in a CUDA session (empty on CPU).
+    cpu_nodes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that runs the graph (the first one the session got)."""
+        return self.providers[0]
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    """A session and the facts of how it was opened."""
+
+    session: ort.InferenceSession
+    path: Path
+    fp16: bool
+    providers: list[str]
+    #: The session profiles its runs (CUDA): `cpu_placement` can read where each node ran.
+    profiled: bool
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.providers[0] == CUDA
+
+
+def use_cuda(settings: Settings) -> bool:
+    """Whether sessions should ask for CUDA; refuses device=cuda on an onnxruntime built without it."""
+    available = ort.get_available_providers()
+    cuda_built = CUDA in available
+    if settings.device == "cuda" and not cuda_built:
+        raise ProviderUnavailable(
+            "device=cuda but this onnxruntime has no CUDA execution provider "
+            f"(it has {', '.join(available)}): install onnxruntime-gpu, or set GAN_SERVE_DEVICE=cpu"
+        )
+    if settings.device == "auto" and not cuda_built:
+        log.warning("device=auto: this onnxruntime has no CUDA execution provider; running on CPU")
+    return settings.device != "cpu" and cuda_built
+
+
+def load_model(
+    entry: EntryFiles,
+    settings: Settings,
+    executor: Executor,
+    metrics: ServiceMetrics | None,
+    *,
+    cuda: bool,
+) -> LoadedModel:
+    """Open, check, wrap, warm up and place one entry; raise a `StartupError` naming it on failure."""
+    card = entry.card
+    opened = open_session(entry, settings, cuda=cuda)
+    check_io(card, opened.session)
+    session_runner, runner, warm, buckets = make_runner(opened, card, settings, executor, metrics)
+    warmup_ms = warm_up(warm, settings, buckets)
+    if metrics is not None:
+        # Observed from here on: warm-up runs are not requests.
+        session_runner.run_observer = metrics.inference_seconds.labels(card.name)
+    cpu_nodes = cpu_placement(opened, card)
+    log.info(
+        "model %s (%s) on %s%s, warm-up %.1f ms",
+        card.name,
+        card.kind,
+        opened.providers[0],
+        " fp16" if opened.fp16 else "",
+        warmup_ms,
+        extra={
+            "model": card.name,
+            "provider": opened.providers[0],
+            "fp16": opened.fp16,
+            "warmup_ms": round(warmup_ms, 1),
+        },
+    )
+    return LoadedModel(
+        card=card,
+        path=opened.path,
+        version=card.version or content_version(entry.model_path.read_bytes()),
+        runner=runner,
+        providers=opened.providers,
+        fp16=opened.fp16,
+        warmup_ms=warmup_ms,
+        cpu_nodes=cpu_nodes,
+    )
+
+
+def open_session(entry: EntryFiles, settings: Settings, *, cuda: bool) -> OpenedSession:
+    """The entry's session on CUDA (fp16 graph when accepted) or the CPU, checked against `device`."""
+    card = entry.card
+    fp16 = cuda and entry.fp16_path is not None
+    path = entry.fp16_path if fp16 and entry.fp16_path is not None else entry.model_path
+    providers: list[Any] = [(CUDA, cuda_options(settings, card.kind)), CPU] if cuda else [CPU]
+    # CUDA sessions profile their warm-up so the nodes onnxruntime left on the CPU can be reported.
+    session = _session(entry, path, providers, settings, profile=cuda)
+    active = session.get_providers()
+    if not cuda or CUDA in active:
+        return OpenedSession(session, path, fp16, active, profiled=cuda)
+    if settings.device == "cuda":
+        raise ProviderUnavailable(
+            f"model {card.name}: device=cuda but the session got only {', '.join(active)} "
+            "(is a GPU visible and are the CUDA/cuDNN libraries installed?)"
+        )
+    log.warning("model %s: CUDA execution provider unavailable, falling back to CPU", card.name)
+    if not fp16:
+        return OpenedSession(session, path, False, active, profiled=True)
+    # The fp16 graph is for the GPU: on the CPU the fp32 graph is both faster and exact.
+    session = _session(entry, entry.model_path, [CPU], settings)
+    return OpenedSession(session, entry.model_path, False, session.get_providers(), profiled=False)
+
+
+def cuda_options(settings: Settings, kind: ModelKind) -> dict[str, Any]:
+    """CUDA execution-provider options for one model kind."""
+    search = (
+        settings.cudnn_conv_algo_search_upscaler
+        if kind == "upscaler"
+        else settings.cudnn_conv_algo_search_generator
+    )
+    options: dict[str, Any] = {
+        "device_id": settings.cuda_device_id,
+        "arena_extend_strategy": settings.arena_extend_strategy,
+        "cudnn_conv_algo_search": search,
+        "prefer_nhwc": "1" if settings.cuda_prefer_nhwc else "0",
+    }
+    if settings.gpu_mem_limit is not None:
+        options["gpu_mem_limit"] = settings.gpu_mem_limit
+    return options
+
+
+def _session(
+    entry: EntryFiles, path: Path, providers: list[Any], settings: Settings, *, profile: bool = False
+) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if profile:
+        enable_placement_profile(options, Path(tempfile.gettempdir()), entry.card.name)
+    options.intra_op_num_threads = settings.intra_op_threads
+    # Idle intra-op threads would spin for a while after each run, stealing the cores that HTTP
+    # parsing and image encoding need on a small CPU host.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:
+        raise ModelLoadError(f"model entry {entry.card.name}: onnxruntime cannot load {path}: {exc}") from exc
+
+
+def check_io(card: ModelCard, session: ort.InferenceSession) -> None:
+    """Refuse an entry whose card names inputs or outputs the graph does not have."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    problems = []
+    if card.input_name not in inputs:
+        problems.append(f"input {card.input_name!r} not in the graph's {sorted(inputs)}")
+    elif len(inputs[card.input_name].shape) != len(card.input_shape):
+        problems.append(f"input rank {len(inputs[card.input_name].shape)}, card shape {card.input_shape}")
+    if card.output_name not in outputs:
+        problems.append(f"output {card.output_name!r} not in the graph's {sorted(outputs)}")
+    if problems:
+        raise ModelLoadError(f"model entry {card.name}: card and graph disagree: {'; '.join(problems)}")
+
+
+def make_runner(
+    opened: OpenedSession,
+    card: ModelCard,
+    settings: Settings,
+    executor: Executor,
+    metrics: ServiceMetrics | None,
+) -> tuple[SessionRunner, ModelRunner, SyncModelRunner, tuple[int, ...]]:
+    """The session's runner, the runner requests use, the one to warm up, and its padded batch sizes."""
+    on_cuda = opened.on_cuda
+    io_binding = on_cuda if settings.io_binding is None else settings.io_binding
+    session_runner = SessionRunner(
+        opened.session,
+        card,
+        executor,
+        io_binding=io_binding,
+        device="cuda" if on_cuda else "cpu",
+        device_id=settings.cuda_device_id if on_cuda else 0,
+    )
+    # A graph with a fixed batch size cannot take merged batches; it runs request by request.
+    if not settings.batching or card.input_shape[0] is not None:
+        return session_runner, session_runner, session_runner, ()
+    batching = BatchingRunner(
+        session_runner,
+        executor,
+        max_batch_size=max_batch_size(settings, card.kind, on_cuda),
+        max_queue_delay_ms=settings.max_queue_delay_ms,
+        max_queue_size=settings.max_queue_size,
+        pad_to_buckets=on_cuda if settings.pad_batches is None else settings.pad_batches,
+        batch_size_observer=metrics.batch_size.labels(card.name) if metrics else None,
+        queue_time_observer=metrics.queue_wait_seconds.labels(card.name) if metrics else None,
+    )
+    if metrics is not None:
+        metrics.queued_requests.labels(card.name).set_function(lambda: batching.queued_requests)
+    return session_runner, batching, batching, batching.buckets
+
+
+def max_batch_size(settings: Settings, kind: ModelKind, on_cuda: bool) -> int:
+    """Most rows in one batched session run: tiles for upscalers, images for generators."""
+    if kind == "upscaler":
+        return settings.max_tile_batch
+    # The brief's H100 figures peak at batch 256; on CPU images/s stops growing well before that.
+    return settings.max_batch_size or (256 if on_cuda else 64)
+
+
+def warmup_inputs(card: ModelCard, settings: Settings, buckets: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """The inputs a model is warmed up with: common batch sizes, or full upscale tiles.
+
+    `buckets` are the padded batch sizes a batching runner uses: warming every one of them means
+    no request ever meets a shape the session (and cuDNN's algorithm search) has not seen.
+    """
+    fixed_batch = card.input_shape[0]
+    if card.kind == "generator":
+        wanted = set(buckets) or set(settings.warmup_batch_sizes)
+        sizes = [fixed_batch] if fixed_batch is not None else sorted(wanted)
+        return [np.zeros((b, generator_input_width(card)), np.float32) for b in sizes]
+    assert card.input_channels is not None
+    fixed_edge = card.input_shape[1 if card.layout == "NHWC" else 2]
+    edge = fixed_edge or (settings.tile_size + 2 * settings.tile_overlap if settings.tile_size else 64)
+    row = (edge, edge, card.input_channels) if card.layout == "NHWC" else (card.input_channels, edge, edge)
+    return [np.zeros((b, *row), np.float32) for b in buckets or (1,)]
+
+
+def warm_up(runner: SyncModelRunner, settings: Settings, buckets: tuple[int, ...]) -> float:
+    """Run every warm-up input once; the milliseconds it took."""
+    start = time.perf_counter()
+    try:
+        for inputs in warmup_inputs(runner.card, settings, buckets):
+            runner.run_sync(inputs)
+    except InferenceError as exc:
+        raise ModelLoadError(f"model entry {runner.card.name}: warm-up failed: {exc.message}") from exc
+    return (time.perf_counter() - start) * 1000
+
+
+def cpu_placement(opened: OpenedSession, card: ModelCard) -> dict[str, int]:
+    """On CUDA, op type -> nodes that ran on the CPU provider during warm-up, logged as a warning."""
+    if not opened.profiled:
+        return {}
+    placement = node_placement(opened.session)
+    cpu_nodes = dict(placement.get(CPU, {})) if opened.on_cuda else {}
+    if cpu_nodes:
+        log.warning(
+            "model %s: %d nodes run on the CPU provider, each a device-host round trip per run: %s",
+            card.name,
+            sum(cpu_nodes.values()),
+            ", ".join(f"{op} x{count}" for op, count in sorted(cpu_nodes.items())),
+            extra={"model": card.name, "cpu_nodes": cpu_nodes},
+        )
+    return cpu_nodes
