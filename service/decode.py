@@ -88,8 +88,13 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     except (OSError, SyntaxError, ValueError) as exc:
         raise _broken(exc) from exc
     with image:
-        if image.format not in IMAGE_MEDIA_TYPES.values():
+        # Phone cameras write multi-picture JPEGs (MPO): a JPEG whose first picture is the photo.
+        image_format = "JPEG" if image.format == "MPO" else str(image.format)
+        if image_format not in IMAGE_MEDIA_TYPES.values():
             raise UnsupportedMediaType(f"{image.format} images are not supported: send PNG, JPEG or WebP")
+        if image_format == "JPEG" and not _jpeg_complete(data):
+            # libjpeg fills missing scan data with grey and only warns: refuse before decoding.
+            raise TruncatedImage("the JPEG data is truncated: it ends before its end-of-image marker")
         width, height = image.size
         if width * height > max_pixels:
             raise ImageTooLarge(
@@ -101,9 +106,14 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             raise _bomb(max_pixels) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise _broken(exc) from exc
-        image_format = str(image.format)
         upright = _upright(image)
     return _split(upright, image_format)
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """True when an end-of-image marker follows the last start-of-scan (so the scan data is whole)."""
+    start_of_scan = data.rfind(b"\xff\xda")
+    return start_of_scan >= 0 and data.find(b"\xff\xd9", start_of_scan + 2) >= 0
 
 
 def _bomb(max_pixels: int) -> ImageTooLarge:
