@@ -101,11 +101,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        started = cycle is not None and cycle.response_started and not cycle.response_complete
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
             cycle.message_event.set()
-        if not started:
+        if cycle is None or not cycle.response_started:  # the app has not answered: answer for it
             self.transport.write(error_bytes(refusal.status, refusal.code, refusal.message))
         self.transport.close()
 
