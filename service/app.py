@@ -33,6 +33,7 @@ from service.logs import request_id
 from service.metrics import ServiceMetrics
 from service.repository import ModelRepository
 from service.routes import ROUTERS
+from service.routes.v2 import is_v2
 from service.settings import Settings
 from service.state import ServiceState
 from service.uploads import body_too_large
@@ -56,9 +57,16 @@ _HTTP_CODES = {
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    """The JSON body every error response has."""
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+def error_body(path: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """`{"error": {"code", "message", ...}}`; the Open Inference Protocol's `{"error": message}` on /v2."""
+    if is_v2(path):
+        return {"error": message}
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def error_response(request: Request, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    """The JSON error response of `request`'s route family."""
+    return JSONResponse(error_body(request.url.path, code, message, **extra), status_code=status)
 
 
 def _count_error(request: Request, code: str) -> None:
@@ -75,7 +83,7 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s: %s", exc.code, exc.message)
     else:
         log.info("refused: %s: %s", exc.code, exc.message)
-    response = error_response(exc.status_code, exc.code, exc.message)
+    response = error_response(request, exc.status_code, exc.code, exc.message)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
@@ -94,14 +102,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     message = "; ".join(f"{f['location']}: {f['message']}" if f["location"] else f["message"] for f in fields)
     _count_error(request, "invalid_request")
     log.info("refused: invalid_request: %s", message)
-    return error_response(422, "invalid_request", message or "invalid request", fields=fields)
+    return error_response(request, 422, "invalid_request", message or "invalid request", fields=fields)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     _count_error(request, code)
-    return error_response(exc.status_code, code, str(exc.detail))
+    return error_response(request, exc.status_code, code, str(exc.detail))
 
 
 class RequestContextMiddleware:
@@ -143,7 +151,9 @@ class RequestContextMiddleware:
             if declared.isdigit() and int(declared) > self.max_body_bytes:
                 refusal = body_too_large(self.max_body_bytes)
                 self.metrics.errors.labels(refusal.code).inc()
-                await _send_error(send_with_id, refusal.status_code, refusal.code, refusal.message)
+                await _send_error(
+                    send_with_id, scope["path"], refusal.status_code, refusal.code, refusal.message
+                )
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception:
@@ -152,7 +162,9 @@ class RequestContextMiddleware:
             self.metrics.errors.labels("internal_error").inc()
             response["status"] = 500
             if not response["started"]:
-                await _send_error(send_with_id, 500, "internal_error", f"internal error (request id {rid})")
+                await _send_error(
+                    send_with_id, scope["path"], 500, "internal_error", f"internal error (request id {rid})"
+                )
         finally:
             in_flight.dec()
             route = getattr(scope.get("route"), "path", route)
@@ -171,8 +183,8 @@ class RequestContextMiddleware:
             request_id.reset(token)
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+async def _send_error(send: Send, path: str, status: int, code: str, message: str) -> None:
+    body = json.dumps(error_body(path, code, message)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

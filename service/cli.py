@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from service import __version__
 from service.app import create_app
 from service.entries import scan_repository
 from service.errors import StartupError
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the model repository over HTTP: POST /generate, POST /upscale, docs at /docs.",
         epilog="Every setting can also come from a GAN_SERVE_* environment variable (see docs/service.md).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("command", nargs="?", choices=["serve"], default="serve", help="serve (the default)")
     parser.add_argument("--models", dest="models_dir", help="model repository directory (default ./models)")
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")

@@ -16,6 +16,7 @@ written for the person who sent the request. `StartupError`s stop the service be
     │   ├── InvalidImage                400 invalid_image
     │   │   └── TruncatedImage          400 truncated_image
     │   ├── InvalidCustomAttributes     400 invalid_custom_attributes (SageMaker /invocations)
+    │   ├── InvalidTensor               400 invalid_tensor (Open Inference Protocol /v2/.../infer)
     │   ├── NotAcceptable               406 not_acceptable
     │   └── PayloadTooLarge             413 payload_too_large
     │       ├── ImageTooLarge           413 image_too_large
@@ -135,6 +136,13 @@ class InvalidCustomAttributes(RequestError):
 
     status_code = 400
     code = "invalid_custom_attributes"
+
+
+class InvalidTensor(RequestError):
+    """An inference request's tensors do not fit the protocol or the model's metadata."""
+
+    status_code = 400
+    code = "invalid_tensor"
 
 
 class NotAcceptable(RequestError):

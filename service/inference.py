@@ -22,7 +22,7 @@ import numpy as np
 
 from service.card import ModelCard
 from service.decode import DecodedImage
-from service.errors import InferenceError, OutputTooLarge, TooManyImages
+from service.errors import InferenceError, InvalidRequest, OutputTooLarge, TooManyImages
 from service.labels import generator_input, resolve_labels
 from service.latents import check_latents, draw_latents, random_seed
 from service.metrics import ServiceMetrics
@@ -128,6 +128,8 @@ class InferenceCore:
         card = model.card
         assert card.latent_size is not None
         n = request.n
+        if n < 1:
+            raise InvalidRequest(f"{n} images asked for; ask for at least one")
         if n > self.settings.max_n:
             raise TooManyImages(
                 f"{n} images asked for; this server returns at most {self.settings.max_n} per request"

@@ -32,7 +32,7 @@ def resolve_labels(
             given = "label" if label is not None else "labels"
             raise InvalidLabel(
                 f"model {card.name} is not conditional: it takes no class; leave out {given} "
-                "(GET /models shows a conditional model's classes under card.condition)"
+                "(GET /models lists each conditional model's classes)"
             )
         return None
     if label is not None and labels is not None:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.card import MODEL_FILENAME, ModelCard, Parity, Source, write_card
+from service.card import MODEL_FILENAME, Condition, ModelCard, Parity, Source, write_card
 
 OPSET = 17
 
@@ -110,3 +110,42 @@ def pixel_shuffle_upscaler(name: str, scale: int, channels: int = 3, *, seed: in
     weights = {"conv": _weights(seed, channels * scale * scale, channels, 3, 3)}
     inputs = [_float("low_res", ["N", "H", "W", channels])]
     return graph_model(name, nodes, inputs, [_float("high_res", ["N", "H2", "W2", channels])], weights)
+
+
+def class_level_generator(name: str, latent: int, edge: int, classes: int) -> onnx.ModelProto:
+    """A flat edge x edge grayscale generator, tanh(z @ W) over z = latent ++ one-hot(class).
+
+    The one-hot rows of W add a constant per class (-1.5 .. 1.5 before tanh), the latent rows a little
+    noise: every image's mean brightness tells its class, and the latents still matter.
+    """
+    rng = np.random.default_rng(len(name))
+    weight = np.zeros((latent + classes, edge * edge), np.float32)
+    weight[:latent] = rng.normal(0.0, 0.05, (latent, edge * edge))
+    if classes:
+        weight[latent:] = np.linspace(-1.5, 1.5, classes)[:, None]
+    nodes = [helper.make_node("MatMul", ["z", "w"], ["pre"]), helper.make_node("Tanh", ["pre"], ["image"])]
+    inputs = [_float("z", ["N", latent + classes])]
+    return graph_model(name, nodes, inputs, [_float("image", ["N", edge * edge])], {"w": weight})
+
+
+def write_conditional_entry(
+    repo: Path, name: str, latent: int, edge: int, classes: int, class_names: list[str] | None = None
+) -> Path:
+    """A `class_level_generator` entry (unconditional when `classes` is 0), one-hot served encoding."""
+    return write_entry(
+        repo,
+        class_level_generator(name, latent, edge, classes),
+        name=name,
+        kind="generator",
+        description=f"{classes}-class test generator" if classes else "unconditional test generator",
+        input_name="z",
+        output_name="image",
+        input_shape=[None, latent + classes],
+        output_shape=[None, edge * edge],
+        channels=1,
+        height=edge,
+        width=edge,
+        flat_output=True,
+        latent_size=latent,
+        condition=Condition(classes=classes, class_names=class_names, source="onehot") if classes else None,
+    )

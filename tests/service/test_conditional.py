@@ -17,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from onnx import TensorProto, helper
 
 from service.app import create_app
-from service.card import Condition
 from service.settings import Settings
-from tests.service.onnx_models import graph_model, write_entry
+from tests.service.onnx_models import write_conditional_entry
 from tests.service.sample_images import open_image
 
 LATENT = 8
@@ -38,36 +36,7 @@ CLASS_LEVELS = [(np.tanh(o) + 1) * 127.5 for o in CLASS_OFFSETS]
 
 
 def _write_generator(repo: Path, name: str, classes: int, class_names: list[str] | None) -> None:
-    rng = np.random.default_rng(len(name))
-    width = LATENT + classes
-    weight = np.zeros((width, EDGE * EDGE), np.float32)
-    weight[:LATENT] = rng.normal(0.0, 0.05, (LATENT, EDGE * EDGE))
-    if classes:
-        weight[LATENT:] = np.linspace(-1.5, 1.5, classes)[:, None]
-    model = graph_model(
-        name,
-        [helper.make_node("MatMul", ["z", "w"], ["pre"]), helper.make_node("Tanh", ["pre"], ["image"])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", width])],
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", EDGE * EDGE])],
-        {"w": weight},
-    )
-    write_entry(
-        repo,
-        model,
-        name=name,
-        kind="generator",
-        description=f"{classes}-class test generator" if classes else "unconditional test generator",
-        input_name="z",
-        output_name="image",
-        input_shape=[None, width],
-        output_shape=[None, EDGE * EDGE],
-        channels=1,
-        height=EDGE,
-        width=EDGE,
-        flat_output=True,
-        latent_size=LATENT,
-        condition=Condition(classes=classes, class_names=class_names, source="onehot") if classes else None,
-    )
+    write_conditional_entry(repo, name, LATENT, EDGE, classes, class_names)
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +301,11 @@ def test_invocations_refuse_bad_labels(cond_client: TestClient) -> None:
 
 
 def test_models_lists_the_classes(cond_client: TestClient) -> None:
-    models = {m["name"]: m for m in cond_client.get("/models").json()["models"]}
+    lean = {m["name"]: m for m in cond_client.get("/models").json()["models"]}
+    assert (lean[NAMED]["classes"], lean[NAMED]["class_names"]) == (4, CLASS_NAMES)
+    assert (lean[UNNAMED]["classes"], lean[UNNAMED]["class_names"]) == (3, None)
+    assert lean[UNCONDITIONAL]["classes"] is None
+    models = {m["name"]: m for m in cond_client.get("/models", params={"full": "true"}).json()["models"]}
     named = models[NAMED]["card"]
     assert named["condition"]["classes"] == 4
     assert named["condition"]["class_names"] == CLASS_NAMES

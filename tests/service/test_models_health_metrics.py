@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
+import shutil
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 
+from service.app import create_app
+from service.settings import Settings
 from tests.service.conftest import FLAT_GENERATOR, GRAY_GENERATOR, RGB_GENERATOR, UPSCALER
 from tests.service.sample_images import png_bytes, random_pixels
 
 
 def test_models_lists_cards_providers_and_defaults(client: TestClient) -> None:
-    body = client.get("/models").json()
+    body = client.get("/models", params={"full": "true"}).json()
     assert body["device"] == "auto"
     assert body["cuda_active"] is False
     # Default per kind: the first name in sorted order.
@@ -84,3 +92,85 @@ def test_openapi_documents_every_endpoint_with_examples(client: TestClient) -> N
     assert {"413", "415", "400"} <= set(upscale["responses"])
     for path in ("/models", "/health/live", "/health/ready", "/metrics"):
         assert "get" in paths[path]
+
+
+def test_models_is_lean_by_default(client: TestClient) -> None:
+    models = {m["name"]: m for m in client.get("/models").json()["models"]}
+    rgb = models[RGB_GENERATOR]
+    assert rgb["card"] is None
+    assert (rgb["kind"], rgb["ready"], rgb["height"], rgb["width"], rgb["channels"]) == (
+        "generator",
+        True,
+        16,
+        16,
+        3,
+    )
+    assert (rgb["latent_size"], rgb["classes"], rgb["scale"]) == (16, None, None)
+    assert (models[UPSCALER]["scale"], models[UPSCALER]["latent_size"]) == (4, None)
+
+
+def test_version_is_the_cards_or_a_hash_of_the_model_file(client: TestClient, repo: Path) -> None:
+    # The test cards carry no version: each model is served under a short hash of its model.onnx.
+    for name, model in ((m["name"], m) for m in client.get("/models").json()["models"]):
+        digest = hashlib.sha256((repo / name / "model.onnx").read_bytes()).hexdigest()
+        assert model["version"] == digest[:12]
+
+
+def test_version_from_the_card(repo: Path, tmp_path: Path) -> None:
+    shutil.copytree(repo / UPSCALER, tmp_path / UPSCALER)
+    card = json.loads((tmp_path / UPSCALER / "model.json").read_text())
+    (tmp_path / UPSCALER / "model.json").write_text(json.dumps({**card, "version": "2026.11-b"}))
+    with TestClient(create_app(Settings(models_dir=tmp_path, tile_size=32))) as client:
+        assert client.get(f"/models/{UPSCALER}").json()["version"] == "2026.11-b"
+
+
+def test_one_model_with_its_card_and_readiness(client: TestClient) -> None:
+    response = client.get(f"/models/{GRAY_GENERATOR}")
+    assert response.status_code == 200
+    model = response.json()
+    assert (model["name"], model["ready"], model["demo_weights"]) == (GRAY_GENERATOR, True, True)
+    assert model["card"]["channels"] == 1
+    missing = client.get("/models/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert RGB_GENERATOR in missing.json()["error"]["message"]
+
+
+def test_inference_queue_and_process_metrics(client: TestClient) -> None:
+    client.post("/generate", json={"model": RGB_GENERATOR, "n": 2, "seed": 1})
+    text = client.get("/metrics").text
+    assert f'gan_serve_inference_seconds_count{{model="{RGB_GENERATOR}"}}' in text
+    assert f'gan_serve_queue_wait_seconds_count{{model="{RGB_GENERATOR}"}}' in text
+    assert f'gan_serve_queued_requests{{model="{RGB_GENERATOR}"}} 0.0' in text
+    assert "process_resident_memory_bytes" in text
+    assert "python_info{" in text
+
+
+def test_openapi_operation_ids_are_stable(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    ids = {
+        f"{method.upper()} {path}": operation["operationId"]
+        for path, methods in spec["paths"].items()
+        for method, operation in methods.items()
+    }
+    assert ids == {
+        "POST /generate": "generate",
+        "POST /upscale": "upscale",
+        "GET /models": "list_models",
+        "GET /models/{name}": "get_model",
+        "GET /health/live": "live",
+        "GET /health/ready": "ready",
+        "GET /metrics": "metrics",
+        "GET /ping": "ping",
+        "POST /invocations": "invocations",
+        "GET /v2": "v2_server_metadata",
+        "GET /v2/health/live": "v2_server_live",
+        "GET /v2/health/ready": "v2_server_ready",
+        "GET /v2/models/{name}": "v2_model_metadata",
+        "GET /v2/models/{name}/versions/{version}": "v2_model_version_metadata",
+        "GET /v2/models/{name}/ready": "v2_model_ready",
+        "GET /v2/models/{name}/versions/{version}/ready": "v2_model_version_ready",
+        "POST /v2/models/{name}/infer": "v2_model_infer",
+        "POST /v2/models/{name}/versions/{version}/infer": "v2_model_version_infer",
+    }
+    assert spec["info"]["version"] == importlib.metadata.version("gan-serve")
