@@ -51,6 +51,7 @@ from service.card import (
     Source,
     ValueRange,
     card_to_metadata,
+    content_version,
     is_valid_model_name,
     write_card,
 )
@@ -83,6 +84,7 @@ class ExportOptions(TypedDict, total=False):
     condition: ConditionRequest | None
     class_names: list[str] | None
     source_path: Path | None
+    version: str | None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,15 @@ class _Options:
     condition: ConditionRequest | None = None
     class_names: list[str] | None = None
     source_path: Path | None = None
+    #: The model's version on its card; None: `content_version` of the ONNX graph.
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.version is not None and not is_valid_model_name(self.version):
+            raise UsageError(
+                f"invalid version {self.version!r}: use 1-64 letters, digits, '.', '_' or '-', starting with "
+                "a letter or digit (it becomes a URL path part)"
+            )
 
 
 def export_keras_model(model: Any, repo: Path, name: str, **options: Unpack[ExportOptions]) -> ModelCard:
@@ -237,6 +248,8 @@ def _export(source: SourceModel, repo: Path, name: str, opts: _Options) -> Model
 
     card = ModelCard(
         name=name,
+        # The graph as written, before the card goes into its metadata: same graph, same version.
+        version=opts.version or content_version(model.SerializeToString()),
         kind="generator" if spec.kind == "generator" else "upscaler",
         description=opts.description or (arch.description if arch else ""),
         demo_weights=opts.demo_weights,

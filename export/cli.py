@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from export.errors import ExportError, SourceError, SourceNotFound, UsageError
+from service import __version__
 from service.card import ModelCard, is_valid_model_name
 
 EXIT_OK, EXIT_VERIFICATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     convert = commands.add_parser(
@@ -128,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
         "--class-names", metavar="A,B,...", help="names of a conditional generator's classes, in label order"
     )
     convert.add_argument("--description", default="", help="free text stored in the model card")
+    convert.add_argument(
+        "--version",
+        metavar="VERSION",
+        help="the model's version in its card, e.g. 3 or 2026.11 (default: a short hash of the ONNX graph)",
+    )
     convert.add_argument(
         "--demo-weights", action="store_true", help="mark the weights as untrained demo weights"
     )
@@ -321,6 +328,7 @@ def _convert(args: argparse.Namespace, console: Console) -> int:
             input_range=input_range,
             condition=request,
             class_names=class_names,
+            version=args.version,
         )
     entry = args.repo / card.name
     what = (
@@ -339,7 +347,7 @@ def _convert(args: argparse.Namespace, console: Console) -> int:
         if card.parity.cases
         else "not verified (--no-verify)"
     )
-    console.print(f"[bold]{entry}[/bold]: {what}; {ranges}; {verified}")
+    console.print(f"[bold]{entry}[/bold] (version {card.version}): {what}; {ranges}; {verified}")
     for name in sorted(p.name for p in entry.iterdir()):
         console.print(f"  {entry / name}")
     return EXIT_OK

@@ -10,27 +10,24 @@ import tarfile
 from pathlib import Path
 
 from export.errors import SourceError, SourceNotFound
-from service.card import CARD_FILENAME, read_card
+from service.entries import scan_repository
+from service.errors import ModelsDirMissing, StartupError
 
 
 def repository_entries(repo: Path) -> list[Path]:
-    """Entry directories of `repo` (those holding a valid card), sorted by name; hidden ones skipped."""
+    """Entry directories of `repo`, sorted by name, checked as `gan-serve` checks them before serving.
+
+    The one repository scanner (`service.entries`): a folder `gan-serve` would refuse to start on is
+    refused here too, never silently left out of the archive.
+    """
     if not repo.is_dir():
         raise SourceNotFound(f"{repo}: no such model repository (directory)")
-    entries = []
-    for child in sorted(repo.iterdir()):
-        if child.name.startswith(".") or not child.is_dir() or not (child / CARD_FILENAME).exists():
-            continue
-        try:
-            card = read_card(child)
-        except ValueError as exc:
-            raise SourceError(str(exc)) from exc
-        if not (child / card.file).is_file():
-            raise SourceError(f"{child}: the card names {card.file}, which is missing")
-        entries.append(child)
-    if not entries:
-        raise SourceError(f"{repo}: no model-repository entries (<name>/{CARD_FILENAME}) found")
-    return entries
+    try:
+        return [entry.directory for entry in scan_repository(repo)]
+    except ModelsDirMissing as exc:
+        raise SourceError(f"{repo}: no model-repository entries found ({exc.message})") from exc
+    except StartupError as exc:
+        raise SourceError(f"{repo}: {exc.message}; gan-serve would refuse to start on it") from exc
 
 
 def package_repository(repo: Path, out: Path) -> Path:

@@ -12,7 +12,8 @@ import onnxruntime as ort
 from PIL import Image
 
 from export.source import SourceModel
-from service.card import ParityCase
+from service.card import ParityCase, ValueRange
+from service.pixels import to_uint8
 
 SEED = 20261122
 GENERATOR_BATCHES = (1, 7)
@@ -97,12 +98,6 @@ def compare_graphs(before: onnx.ModelProto, after: onnx.ModelProto, inputs: list
     return max(float(np.max(np.abs(a(x) - b(x)))) for x in inputs)
 
 
-def _to_uint8(image: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
-    low, high = value_range
-    scaled = (image.astype(np.float64) - low) / (high - low) * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
 def _tile(image: np.ndarray, min_side: int) -> Image.Image:
     array = image[..., 0] if image.shape[-1] == 1 else image
     tile = Image.fromarray(array).convert("RGB")
@@ -118,8 +113,12 @@ def write_preview(
     min_side: int = 64,
     gap: int = 4,
 ) -> None:
-    """Write a grid PNG, one row per list of HWC images (source row above ONNX row)."""
-    tiles = [[_tile(_to_uint8(img, value_range), min_side) for img in row] for row in rows]
+    """Write a grid PNG, one row per list of HWC images (source row above ONNX row).
+
+    Pixels are mapped exactly as the service maps what it serves (`service.pixels.to_uint8`).
+    """
+    pixel_range = ValueRange(low=value_range[0], high=value_range[1])
+    tiles = [[_tile(to_uint8(img, pixel_range), min_side) for img in row] for row in rows]
     width = max(sum(t.width for t in row) + gap * (len(row) + 1) for row in tiles)
     heights = [max(t.height for t in row) for row in tiles]
     canvas = Image.new("RGB", (width, sum(heights) + gap * (len(rows) + 1)), (40, 40, 40))

@@ -57,6 +57,44 @@ def test_convert_inspect_package(capsys, tmp_path: Path, small_keras_file: Path)
     assert names == {"faces/model.onnx", "faces/model.json", "faces/preview.png"}
 
 
+def test_version_given_or_derived_from_the_graph(capsys, tmp_path: Path, small_keras_file: Path) -> None:
+    repo = tmp_path / "models"
+    code, out, err = run(
+        capsys, "convert", small_keras_file, "--repo", repo, "--name", "given", "--version", "7"
+    )
+    assert code == 0, err
+    assert "version 7" in out
+    assert json.loads((repo / "given" / "model.json").read_text())["version"] == "7"
+    code, _, err = run(
+        capsys, "convert", small_keras_file, "--repo", repo, "--name", "derived", "--no-preview"
+    )
+    assert code == 0, err
+    version = json.loads((repo / "derived" / "model.json").read_text())["version"]
+    assert len(version) == 12 and int(version, 16) >= 0
+    code, _, err = run(
+        capsys, "convert", small_keras_file, "--repo", repo, "--name", "bad", "--version", "a/b"
+    )
+    assert code != 0 and "invalid version 'a/b'" in err
+
+
+def test_version_flag(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("gan-export ")
+
+
+def test_package_refuses_what_gan_serve_would_refuse(capsys, tmp_path: Path, small_keras_file: Path) -> None:
+    repo = tmp_path / "models"
+    code, _, err = run(capsys, "convert", small_keras_file, "--repo", repo, "--name", "faces", "--no-preview")
+    assert code == 0, err
+    (repo / "notes").mkdir()  # a folder without a card: gan-serve refuses to start on it
+    code, _, err = run(capsys, "package", repo, "-o", tmp_path / "model.tar.gz")
+    assert code != 0
+    assert "model entry notes" in err and "gan-serve would refuse to start on it" in err
+    assert not (tmp_path / "model.tar.gz").exists()
+
+
 def test_package_layout_matches_opt_ml_model(tmp_path: Path, small_keras_file: Path) -> None:
     from export.api import export_file
     from export.package import package_repository
