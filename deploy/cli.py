@@ -10,6 +10,7 @@ from datetime import datetime
 
 from deploy.execute import ClientFactory, DeployError, execute
 from deploy.plan import DeployConfig, PlanError, plan_deployment
+from service import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deploy a gan-serve image and a model.tar.gz (from `gan-export package`) as a "
         "SageMaker real-time endpoint with target-tracking autoscaling on invocations per instance.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--endpoint-name", required=True, help="SageMaker endpoint name")
     parser.add_argument("--image", required=True, help="ECR image URI, e.g. <account>.dkr.ecr.<region>…:gpu")
     parser.add_argument("--role", required=True, help="SageMaker execution role ARN")
