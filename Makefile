@@ -11,8 +11,9 @@ UV_VERSION := $(shell sed -n 's/^ARG UV_VERSION=//p' Dockerfile)
 UV := $(BIN)/uv
 UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
 IMAGE_TARGET ?= cpu
+SERVING_VENV ?= .venv-serving
 
-.PHONY: setup serve models test pytest lint format typecheck clean image image-cpu image-check lock \
+.PHONY: setup serve models test test-serving pytest lint format typecheck clean image image-cpu image-check lock \
 	lock-upgrade bench
 
 $(UV_STAMP):
@@ -39,11 +40,17 @@ models: $(STAMP)
 serve: models
 	$(BIN)/gan-serve --models $(MODELS)
 
-## Everything CI checks: lint, types, the whole test suite.
-test: lint typecheck pytest
+## Everything CI checks: lint, types, the whole test suite, the service's tests without TensorFlow.
+test: lint typecheck pytest test-serving
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+## tests/service in a venv of exactly the serving dependencies (cpu + test extras): no TensorFlow.
+test-serving: $(UV_STAMP)
+	UV_PROJECT_ENVIRONMENT=$(SERVING_VENV) UV_PYTHON_DOWNLOADS=never $(UV) sync -q --locked --extra cpu --extra test
+	$(SERVING_VENV)/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)"
+	$(SERVING_VENV)/bin/python -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider tests/service
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -61,7 +68,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/suite.py --quick
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SERVING_VENV) .mypy_cache .ruff_cache .pytest_cache
 
 ## Re-resolve uv.lock after editing pyproject.toml's dependencies (keeps every other pin).
 lock: $(UV_STAMP)

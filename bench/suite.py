@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import math
@@ -210,11 +211,12 @@ def raw_upscale(repo: Path, name: str, device: str, edge: int, seconds: float, e
 
     card = read_card(repo / name)
     assert card.scale and card.input_range and card.input_channels
+    input_range = card.input_range
     session = raw_session(repo / name / card.file, device)
     pixels = np.random.default_rng(0).integers(0, 256, (1, edge, edge, card.input_channels), dtype=np.uint8)
 
     def step() -> None:
-        out = session.run([card.output_name], {card.input_name: from_uint8(pixels, card.input_range)})[0]
+        out = session.run([card.output_name], {card.input_name: from_uint8(pixels, input_range)})[0]
         if encode:
             encode_image(to_uint8(out[0], card.output_range), "png", png_compress_level=1, quality=90)
 
@@ -240,14 +242,16 @@ def runner_throughput(plan: Plan, repo: Path, generator: str, batch: int) -> lis
     from service.repository import ModelRepository
     from service.settings import Settings
 
-    settings = Settings(
-        models_dir=repo,
-        device=plan.device,
-        batching=False,
-        warmup_batch_sizes=[1, batch],
-        tile_size=plan.upscale_edge,
-        tile_overlap=0,
-        log_level="WARNING",
+    settings = Settings.model_validate(
+        {
+            "models_dir": repo,
+            "device": plan.device,
+            "batching": False,
+            "warmup_batch_sizes": [1, batch],
+            "tile_size": plan.upscale_edge,
+            "tile_overlap": 0,
+            "log_level": "WARNING",
+        }
     )
     results = []
     with ThreadPoolExecutor(1) as pool:
@@ -280,7 +284,7 @@ def runner_throughput(plan: Plan, repo: Path, generator: str, batch: int) -> lis
             results.append(
                 loop_result(
                     label,
-                    *timed_loop(lambda r=runner, x=inputs: r.run_sync(x), plan.raw_seconds),
+                    *timed_loop(functools.partial(runner.run_sync, inputs), plan.raw_seconds),
                     images_per_call=len(inputs),
                     pixels_per_image=pixels,
                     extra={"kind": "runner", **extra},
@@ -606,8 +610,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if upscaler is not None:
-        for encode in (False, True):
-            result = raw_upscale(repo, upscaler[0], plan.device, plan.upscale_edge, plan.raw_seconds, encode)
+        for encode_png in (False, True):
+            result = raw_upscale(
+                repo, upscaler[0], plan.device, plan.upscale_edge, plan.raw_seconds, encode_png
+            )
             plan.results.append(result)
             print(f"  {result.label:<44}       {result.megapixels_per_s:9.2f} MP/s", flush=True)
     print("the service's runners, in this process (its session options; no HTTP)", flush=True)

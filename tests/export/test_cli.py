@@ -18,7 +18,7 @@ from tests.export.conftest import FIXTURES
 pytestmark = pytest.mark.xdist_group("export")
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, " ".join(captured.err.split())  # rich wraps: compare on one line

@@ -53,7 +53,7 @@ def test_legacy_h5_exports(tmp_path: Path) -> None:
     )
     assert upscaler.kind == "upscaler" and upscaler.scale == 2
     for card in (mlp, dcgan, upscaler):
-        assert card.parity.max_abs_error <= 1e-4
+        assert card.parity.max_abs_error is not None and card.parity.max_abs_error <= 1e-4
 
 
 def test_keras2_savedmodel_exports_without_keras(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_user_builder_with_weights(tmp_path: Path) -> None:
     assert card.source.format == "weights"
     assert (card.height, card.width, card.channels, card.latent_size) == (12, 12, 3, 16)
     assert (card.output_range.low, card.output_range.high) == (0.0, 1.0)
-    assert 0 < card.parity.max_abs_error <= 1e-4
+    assert card.parity.max_abs_error is not None and 0 < card.parity.max_abs_error <= 1e-4
     session = ort.InferenceSession(str(tmp_path / "repo" / "mine" / "model.onnx"))
     z = np.random.default_rng(2).standard_normal((3, 16)).astype(np.float32)
     np.testing.assert_allclose(session.run(None, {"z": z})[0], model(z).numpy(), atol=1e-4)

@@ -438,6 +438,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_queued_work_still_finishe
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "queue_full"
         # What shutdown does: the queued batch is sent at once instead of waiting out its delay.
+        assert busy.portal is not None
         busy.portal.call(repository.close)
         assert queued.result(HANG).status_code == 200
 
