@@ -1,5 +1,6 @@
-"""Deploy gan-serve as a SageMaker real-time endpoint with target-tracking autoscaling (boto3).
+"""Deploy gan-serve on SageMaker: real-time, asynchronous and serverless endpoints, Batch Transform jobs.
 
-`python -m deploy --help`; `--dry-run` prints every AWS API call, one JSON object per line, and
-makes none. The plan (`deploy.plan`) is pure data; `deploy.execute` runs it with boto3 clients.
+`gan-deploy --help`, `gan-deploy transform --help`; `--dry-run` prints every AWS API call, one JSON
+object per line, and makes none. The plans (`deploy.plan`, `deploy.transform`) are pure data;
+`deploy.execute` runs them with boto3 clients.
 """

@@ -34,7 +34,8 @@ class StubbedAws:
     def __init__(self) -> None:
         session = boto3.session.Session()
         self.clients: dict[str, Any] = {
-            name: session.client(name) for name in ("s3", "sagemaker", "application-autoscaling")
+            name: session.client(name)
+            for name in ("s3", "sagemaker", "application-autoscaling", "cloudwatch")
         }
         self.stubbers = {name: Stubber(client) for name, client in self.clients.items()}
         self.asked: list[str] = []
