@@ -18,6 +18,7 @@ from typing import Any
 from deploy.execute import ClientFactory, DeployError, execute
 from deploy.plan import SERVERLESS_MEMORY_MB, ApiCall, DeployConfig, PlanError, plan_deployment
 from deploy.transform import TransformConfig, plan_transform
+from service import __version__
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "instance, asynchronous (--async-output) scaling on its queue down to zero, or serverless "
         "(--serverless). `gan-deploy transform --help`: a Batch Transform job instead.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--endpoint-name", required=True, help="SageMaker endpoint name")
     _add_model_arguments(parser)
     parser.add_argument("--instance-type", default="ml.g5.xlarge", help="default: %(default)s")
