@@ -30,6 +30,7 @@ JSON_LINES = "application/jsonlines"
 #: SageMaker's limits for one transform request (MaxPayloadInMB) and one invocation's timeout.
 MAX_PAYLOAD_MB = 100
 MAX_INVOCATION_TIMEOUT = 3600
+TIMEOUT_VARIABLE = "GAN_SERVE_INVOCATION_TIMEOUT_S"
 
 BatchStrategy = Literal["MultiRecord", "SingleRecord"]
 
@@ -75,7 +76,10 @@ def plan_transform(config: TransformConfig, now: datetime | None = None) -> list
         model_data=config.model_data,
         bucket=config.bucket,
         key_prefix=f"{config.prefix.strip('/')}/{job_name}",
-        environment=with_mode(config.environment, "batch"),
+        # The container's own deadline for one request follows the job's (see service.settings).
+        environment=with_mode(
+            {TIMEOUT_VARIABLE: str(config.invocation_timeout), **config.environment}, "batch"
+        ),
         tags=config.tags,
     )
     job: dict[str, Any] = {"TransformJobName": job_name, "ModelName": model_name}

@@ -27,6 +27,7 @@ written for the person who sent the request. `StartupError`s stop the service be
     │   └── BatcherClosed               503 not_ready (shutting down before the request ran)
     ├── InferenceError                  500 inference_failed
     │   └── BatchOutputMismatch         500 inference_failed
+    ├── InvocationTimeout               504 invocation_timeout (past the SageMaker mode's time limit)
     └── StartupError                    (never reaches a client: the service does not start)
         ├── ModelsDirMissing
         ├── ModelLoadError
@@ -170,6 +171,13 @@ class InferenceError(ServiceError):
 
     status_code = 500
     code = "inference_failed"
+
+
+class InvocationTimeout(ServiceError):
+    """A SageMaker /invocations ran past its mode's time limit: SageMaker has stopped waiting for it."""
+
+    status_code = 504
+    code = "invocation_timeout"
 
 
 class StartupError(ServiceError):

@@ -28,10 +28,12 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Corrupt or truncated image",
         404: "Unknown model",
+        406: "Accept names no output this route makes",
         413: "Body, input image or output image too large",
         415: "Unsupported media type",
         422: "Invalid parameters (including n too large, bad latents, wrong model kind)",
         500: "Inference failed",
         503: "Not ready",
+        504: "Past the SageMaker mode's time limit",
     }
     return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}

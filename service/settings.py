@@ -7,6 +7,7 @@ message and exit status 2. docs/service.md lists every variable.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,34 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 #: SageMaker's variable for the port it wants the container to listen on.
 SAGEMAKER_PORT_VARIABLE = "SAGEMAKER_BIND_TO_PORT"
+
+#: How SageMaker runs the container: real-time endpoint, asynchronous endpoint, Batch Transform job,
+#: serverless endpoint. Each has its own payload and time limits (docs/deploy.md).
+SageMakerMode = Literal["realtime", "async", "batch", "serverless"]
+#: SageMaker's time limit for one /invocations, by mode; batch: the job's InvocationsTimeoutInSeconds
+#: default (gan-deploy transform sets GAN_SERVE_INVOCATION_TIMEOUT_S to the job's own).
+SAGEMAKER_TIMEOUTS: dict[SageMakerMode, float] = {
+    "realtime": 60,
+    "async": 3600,
+    "batch": 600,
+    "serverless": 60,
+}
+#: SageMaker's payload limit per mode, bytes (batch: MaxPayloadInMB, a setting).
+SAGEMAKER_PAYLOADS: dict[SageMakerMode, int] = {
+    "realtime": 6_000_000,
+    "async": 1_000_000_000,
+    "serverless": 4_000_000,
+}
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SageMakerLimits:
+    """What SageMaker allows one /invocations in the container's mode: body size and time."""
+
+    mode: SageMakerMode
+    max_payload_bytes: int
+    timeout_s: float
 
 
 class Settings(BaseSettings):
@@ -59,7 +88,11 @@ class Settings(BaseSettings):
     )
 
     max_n: int = Field(default=64, ge=1, le=4096, description="most images one /generate may ask for")
-    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="largest request body")
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1024,
+        description="largest request body (default: 20 MiB, or the SageMaker mode's payload limit if larger)",
+    )
     max_image_pixels: int = Field(
         default=4096 * 4096, ge=1, description="largest input image (width x height) /upscale decodes"
     )
@@ -145,6 +178,23 @@ class Settings(BaseSettings):
     sagemaker_iam: bool = Field(
         default=True, description="leave /ping, /invocations, /execution-parameters to SageMaker's IAM"
     )
+    sagemaker_mode: SageMakerMode = Field(
+        default="realtime",
+        description="how SageMaker runs the container (realtime, async, batch, serverless): sets the "
+        "/invocations payload and time limits",
+    )
+    batch_max_payload_mb: int = Field(
+        default=6, ge=1, le=100, description="batch: MaxPayloadInMB offered by /execution-parameters"
+    )
+    batch_max_concurrent_transforms: int = Field(
+        default=4, ge=1, le=256, description="batch: MaxConcurrentTransforms offered by /execution-parameters"
+    )
+    invocation_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="seconds one /invocations may run (default: the mode's: 60, async 3600, batch 600)",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="browser origins allowed to call the API (comma-separated); off when empty",
@@ -167,12 +217,33 @@ class Settings(BaseSettings):
                 return {**data, "port": sagemaker_port}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sagemaker_body_limit(cls, data: Any) -> Any:
+        # Unless set, the body limit grows to what the SageMaker mode lets through (async: 1 GB).
+        if not isinstance(data, dict) or "max_body_bytes" in data:
+            return data
+        mode = data.get("sagemaker_mode", "realtime")
+        payload = (
+            int(data.get("batch_max_payload_mb", 6)) * 1_000_000
+            if mode == "batch"
+            else SAGEMAKER_PAYLOADS.get(mode, 0)
+        )
+        return {**data, "max_body_bytes": max(DEFAULT_MAX_BODY_BYTES, payload)}
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @property
+    def sagemaker_limits(self) -> SageMakerLimits:
+        """The payload and time limits of /invocations in this SageMaker mode."""
+        mode = self.sagemaker_mode
+        payload = self.batch_max_payload_mb * 1_000_000 if mode == "batch" else SAGEMAKER_PAYLOADS[mode]
+        return SageMakerLimits(mode, payload, self.invocation_timeout_s or SAGEMAKER_TIMEOUTS[mode])
 
     @property
     def encode_threads(self) -> int:

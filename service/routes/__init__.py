@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import generate, health, metrics, models, sagemaker, upscale, v2
+from service.routes import batch_transform, generate, health, metrics, models, sagemaker, upscale, v2
 
 ROUTERS: list[APIRouter] = [
     generate.router,
@@ -13,5 +13,6 @@ ROUTERS: list[APIRouter] = [
     health.router,
     metrics.router,
     sagemaker.router,
+    batch_transform.router,
     v2.router,
 ]

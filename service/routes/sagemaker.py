@@ -13,11 +13,18 @@ SageMaker passes only the body, `Content-Type`, `Accept` and `X-Amzn-SageMaker-C
   An explicit image or npy Accept overrides `format`; with several images it sets the format of the
   files inside the zip.
 
-Responses above the real-time payload limit (6 MB) are refused with 413 saying what to change.
+- `Content-Type: application/jsonlines`: one `/generate` body per line, one answer line per line
+  (Batch Transform; see `service.routes.batch_transform`).
+
+The SageMaker mode (GAN_SERVE_SAGEMAKER_MODE: realtime, async, batch, serverless) sets the limits:
+a response above the mode's payload limit (6 MB; async 1 GB; batch MaxPayloadInMB; serverless 4 MB)
+is refused with 413 saying what to change, and work past the mode's time limit (60 s; async 1 h;
+batch 600 s) ends with 504.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
@@ -26,20 +33,20 @@ from pydantic import ValidationError
 
 from service.decode import media_type
 from service.deps import FactsDep, StateDep
-from service.encode import GenerateFormat
-from service.errors import InvalidCustomAttributes, UnsupportedMediaType
+from service.encode import OutputFormat
+from service.errors import InvalidCustomAttributes, InvocationTimeout, UnsupportedMediaType
 from service.facts import RequestFacts
 from service.rendering import JSON_MEDIA_TYPE, Output, Rendered, Rendering, ResponseLimit, choose_output
 from service.responses import error_responses
+from service.routes.batch_transform import JSON_LINES_MEDIA_TYPES, invoke_json_lines
 from service.routes.generate import GenerateRequest, serve_generate
 from service.routes.upscale import UpscaleOptions, serve_upscale
+from service.settings import SageMakerLimits
 from service.state import ServiceState
 from service.uploads import read_body
 
 router = APIRouter(tags=["sagemaker"])
 
-#: SageMaker real-time inference refuses request and response bodies above 6 MB.
-MAX_RESPONSE_BYTES = 6_000_000
 #: SageMaker passes at most 1024 ASCII characters of custom attributes.
 MAX_CUSTOM_ATTRIBUTES = 1024
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
@@ -83,23 +90,36 @@ def parse_custom_attributes(header: str | None) -> UpscaleOptions:
         raise InvalidCustomAttributes(f"{CUSTOM_ATTRIBUTES_HEADER}: {problems}") from None
 
 
-def response_limit(advice: str) -> ResponseLimit:
-    """SageMaker's payload limit, refused saying what to ask for instead."""
+#: Where each SageMaker mode's payload limit comes from, and what to use instead, for the 413 message.
+_LIMIT_NAMES = {
+    "realtime": (
+        "SageMaker real-time endpoints return",
+        "or use SageMaker asynchronous inference (S3 output, up to 1 GB)",
+    ),
+    "serverless": ("SageMaker serverless endpoints return", "or use a real-time or asynchronous endpoint"),
+    "async": ("SageMaker asynchronous inference returns", "or split the work over several requests"),
+    "batch": ("this Batch Transform job's MaxPayloadInMB allows", "or put fewer requests in a line's body"),
+}
+
+
+def response_limit(limits: SageMakerLimits, advice: str) -> ResponseLimit:
+    """The mode's payload limit, refused saying what to ask for instead."""
+    returns, elsewhere = _LIMIT_NAMES[limits.mode]
     return ResponseLimit(
-        MAX_RESPONSE_BYTES,
-        "the response would be {size:,} bytes; SageMaker real-time endpoints return at most "
-        f"{MAX_RESPONSE_BYTES:,}. Ask for a smaller format (Accept: image/jpeg or image/webp), {advice}, "
-        "or use SageMaker asynchronous inference (S3 output, up to 1 GB) for large results",
+        limits.max_payload_bytes,
+        f"the response would be {{size:,}} bytes; {returns} at most {limits.max_payload_bytes:,}. Ask for a "
+        f"smaller format (Accept: image/jpeg or image/webp), {advice}, {elsewhere} for large results",
     )
 
 
 def sagemaker_rendering(
-    state: ServiceState, output: Output, requested: GenerateFormat, advice: str
+    state: ServiceState, output: Output, requested: OutputFormat, advice: str
 ) -> Rendering:
     """Accept over the request's own format: an image type or npy replaces it; JSON or zip envelopes it."""
+    limit = response_limit(state.settings.sagemaker_limits, advice)
     if output == "json" or output == "zip":
-        return state.rendering(requested, output, response_limit(advice))
-    return state.rendering(output or requested, "auto", response_limit(advice))
+        return state.rendering(requested, output, limit)
+    return state.rendering(output or requested, "auto", limit)
 
 
 async def invoke_generate(body: bytes, output: Output, state: ServiceState, facts: RequestFacts) -> Rendered:
@@ -142,7 +162,7 @@ async def ping(request: Request) -> Response:
     "/invocations",
     summary="SageMaker inference",
     response_class=Response,
-    responses=error_responses(400, 404, 413, 415, 422, 500, 503),
+    responses=error_responses(400, 404, 406, 413, 415, 422, 500, 503, 504),
 )
 async def invocations(
     request: Request,
@@ -151,17 +171,33 @@ async def invocations(
     accept: Annotated[str | None, Header()] = None,
     custom_attributes: Annotated[str | None, Header(alias=CUSTOM_ATTRIBUTES_HEADER)] = None,
 ) -> Response:
-    """Generate (JSON body) or upscale (image body), routed by Content-Type; see the module docstring."""
+    """Generate (JSON or JSON Lines body) or upscale (image body), by Content-Type: see the module doc."""
     content_type = request.headers.get("content-type")
     kind = media_type(content_type)
-    if kind != JSON_MEDIA_TYPE and not kind.startswith("image/"):
+    json_lines = kind in JSON_LINES_MEDIA_TYPES
+    if kind != JSON_MEDIA_TYPE and not json_lines and not kind.startswith("image/"):
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not served here: send application/json (a /generate "
-            "body) or an image/png, image/jpeg or image/webp body to upscale"
+            "body), application/jsonlines (one per line) or an image/png, image/jpeg or image/webp body "
+            "to upscale"
         )
-    output = choose_output(accept)
+    output = None if json_lines else choose_output(accept)
     body = await read_body(request, state.settings.max_body_bytes)
-    if kind == JSON_MEDIA_TYPE:
-        return (await invoke_generate(body, output, state, facts)).response()
-    assert content_type is not None
-    return (await invoke_upscale(body, content_type, custom_attributes, output, state, facts)).response()
+    limits = state.settings.sagemaker_limits
+    try:
+        async with asyncio.timeout(limits.timeout_s):
+            if json_lines:
+                advice = "fewer images per line, or BatchStrategy=SingleRecord"
+                limit = response_limit(limits, advice)
+                rendered = await invoke_json_lines(body, accept, limit, state, facts)
+            elif kind == JSON_MEDIA_TYPE:
+                rendered = await invoke_generate(body, output, state, facts)
+            else:
+                assert content_type is not None
+                rendered = await invoke_upscale(body, content_type, custom_attributes, output, state, facts)
+    except TimeoutError:
+        raise InvocationTimeout(
+            f"not done within {limits.timeout_s:g} s, the time SageMaker gives one request in {limits.mode} "
+            "mode; ask for less per request, or use asynchronous inference (up to one hour)"
+        ) from None
+    return rendered.response()

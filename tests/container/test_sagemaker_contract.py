@@ -315,3 +315,37 @@ def test_unpacked_models_are_readable_by_the_images_non_root_user(model_dir: Pat
         mode = path.stat().st_mode
         wanted = 0o005 if path.is_dir() else 0o004
         assert mode & wanted == wanted, f"{path} has mode {oct(mode)}"
+
+
+# --- Batch Transform: /execution-parameters and JSON Lines ------------------------------------------
+
+
+def test_batch_transform_mode_from_the_environment(model_dir: Path, tmp_path: Path) -> None:
+    # As `gan-deploy transform` creates the model: GAN_SERVE_SAGEMAKER_MODE=batch in its environment.
+    container = start_container(
+        model_dir,
+        tmp_path / "gan-serve.log",
+        {"GAN_SERVE_SAGEMAKER_MODE": "batch", "GAN_SERVE_BATCH_MAX_PAYLOAD_MB": "20"},
+    )
+    try:
+        with container.client() as client:
+            parameters = client.get("/execution-parameters")
+            lines = [{"n": 2, "seed": 1}, {"model": "nope"}, {"n": 1, "seed": 2, "format": "jpeg"}]
+            answered = client.post(
+                "/invocations",
+                content="\n".join(json.dumps(line) for line in lines).encode(),
+                headers={"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"},
+            )
+    finally:
+        assert container.stop() == 0, container.output()
+    assert parameters.json() == {
+        "MaxConcurrentTransforms": 4,
+        "BatchStrategy": "MultiRecord",
+        "MaxPayloadInMB": 20,
+    }
+    assert answered.status_code == 200
+    assert answered.headers["content-type"] == "application/jsonlines"
+    first, missing, last = (json.loads(line) for line in answered.text.split("\n"))
+    assert (first["model"], first["seed"], len(first["images"])) == (GENERATOR, 1, 2)
+    assert missing["error"]["code"] == "model_not_found"
+    assert Image.open(io.BytesIO(base64.b64decode(last["images"][0]["data"]))).format == "JPEG"

@@ -56,7 +56,10 @@ def expected_calls(tarball: Path) -> list[dict[str, Any]]:
                 "PrimaryContainer": {
                     "Image": CPU_IMAGE,
                     "ModelDataUrl": f"s3://my-bucket/{key}",
-                    "Environment": {"GAN_SERVE_SAGEMAKER_MODE": "batch"},
+                    "Environment": {
+                        "GAN_SERVE_INVOCATION_TIMEOUT_S": "600",
+                        "GAN_SERVE_SAGEMAKER_MODE": "batch",
+                    },
                 },
             },
         },

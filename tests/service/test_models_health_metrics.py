@@ -163,6 +163,7 @@ def test_openapi_operation_ids_are_stable(client: TestClient) -> None:
         "GET /metrics": "metrics",
         "GET /ping": "ping",
         "POST /invocations": "invocations",
+        "GET /execution-parameters": "execution_parameters",
         "GET /v2": "v2_server_metadata",
         "GET /v2/health/live": "v2_server_live",
         "GET /v2/health/ready": "v2_server_ready",
