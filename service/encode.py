@@ -1,4 +1,7 @@
-"""Encoding result pixels: PNG, JPEG, WebP or a NumPy `.npy` array, and zipping several files."""
+"""Encoding result pixels: PNG, JPEG, WebP or a NumPy `.npy` array, animations, zipping several files.
+
+Every encoder here is deterministic: the same pixels and settings give the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,24 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+#: Formats of one still image (or array) per file.
 OutputFormat = Literal["png", "jpeg", "webp", "npy"]
+#: Formats of one animated image (`layout=animation` on /generate).
+AnimationFormat = Literal["webp", "gif"]
+#: Every format /generate writes: the still formats, and GIF for animations only.
+GenerateFormat = Literal["png", "jpeg", "webp", "npy", "gif"]
+ANIMATION_FORMATS: tuple[AnimationFormat, ...] = ("webp", "gif")
 
 MEDIA_TYPES: dict[str, str] = {
     "png": "image/png",
     "jpeg": "image/jpeg",
     "webp": "image/webp",
+    "gif": "image/gif",
     "npy": "application/x-npy",
 }
-FILE_EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp", "npy": "npy"}
+FILE_EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "npy": "npy"}
+#: Zip entries carry this timestamp (the earliest a zip can hold), so a zip's bytes depend only on its files.
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def encode_image(
@@ -26,8 +38,7 @@ def encode_image(
     """Encode (H, W, C) uint8 pixels, C in 1..4, as one file of `image_format`."""
     if image_format == "npy":
         return encode_npy(pixels)
-    channels = pixels.shape[2]
-    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+    image = _image(pixels)
     buffer = io.BytesIO()
     if image_format == "png":
         image.save(buffer, "PNG", compress_level=png_compress_level)
@@ -36,6 +47,33 @@ def encode_image(
     else:
         image.save(buffer, "WEBP", quality=quality)
     return buffer.getvalue()
+
+
+def encode_animation(frames: np.ndarray, image_format: AnimationFormat, *, frame_ms: int) -> bytes:
+    """One animated image of (N, H, W, C) uint8 frames, `frame_ms` each, looping forever.
+
+    WebP is written lossless, so every frame holds the exact pixels (about the size of the frames as
+    PNGs); GIF holds at most 256 colours per frame (grayscale is exact) and counts time in hundredths
+    of a second. Both encoders fold a frame identical to the one before into it, lengthening it.
+    """
+    images = [_image(frame) for frame in frames]
+    buffer = io.BytesIO()
+    options: dict[str, object] = {"lossless": True} if image_format == "webp" else {}
+    images[0].save(
+        buffer,
+        image_format.upper(),
+        save_all=True,
+        append_images=images[1:],
+        duration=frame_ms,
+        loop=0,
+        **options,
+    )
+    return buffer.getvalue()
+
+
+def _image(pixels: np.ndarray) -> Image.Image:
+    """(H, W, C) uint8 pixels as a Pillow image: L, LA, RGB or RGBA by the channel count."""
+    return Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
 
 
 def encode_npy(array: np.ndarray) -> bytes:
@@ -50,7 +88,9 @@ def zip_files(files: list[tuple[str, bytes]]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, data in files:
-            archive.writestr(name, data)
+            entry = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
+            entry.external_attr = 0o644 << 16  # a plain file, readable by all, when unpacked
+            archive.writestr(entry, data)
     return buffer.getvalue()
 
 

@@ -24,7 +24,14 @@ from service.card import ModelCard
 from service.decode import DecodedImage
 from service.errors import InferenceError, InvalidRequest, OutputTooLarge, TooManyImages
 from service.labels import generator_input, resolve_labels
-from service.latents import check_latents, draw_latents, random_seed
+from service.latents import (
+    InterpolationMethod,
+    check_latents,
+    draw_latents,
+    end_latent,
+    interpolate_latents,
+    random_seed,
+)
 from service.metrics import ServiceMetrics
 from service.pixels import to_uint8
 from service.repository import ModelRepository
@@ -37,8 +44,30 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Interpolation:
+    """A walk through the latent space: `steps` frames from one end to the other, both ends included."""
+
+    #: Each end: a seed (its latent drawn exactly as for one image from that seed) or a latent vector.
+    start: int | Sequence[float] | np.ndarray
+    end: int | Sequence[float] | np.ndarray
+    steps: int
+    method: InterpolationMethod = "slerp"
+
+    @property
+    def seeds(self) -> tuple[int | None, int | None]:
+        """The ends' seeds; None for an end given as a latent."""
+        start = self.start if isinstance(self.start, int) else None
+        end = self.end if isinstance(self.end, int) else None
+        return start, end
+
+
+@dataclass(frozen=True)
 class Generation:
-    """What to generate: the model, how many images, from which latents or seed, of which classes."""
+    """What to generate: the model, how many images, from which latents or seed, of which classes.
+
+    With `interpolation`, the images are its frames: `n` is its `steps`, and `seed`, `latents` and
+    `labels` do not apply (`label` is every frame's class: 0 when not given, as for one image).
+    """
 
     model: str | None = None
     n: int = 1
@@ -49,6 +78,7 @@ class Generation:
     #: Conditional generators: one class for every image, or one per image (index or class name).
     label: int | str | None = None
     labels: Sequence[int | str] | np.ndarray | None = None
+    interpolation: Interpolation | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +96,8 @@ class GeneratedImages:
     spread_labels: bool
     #: Seconds from handing the latents to the runner to having every image (queue included).
     inference_seconds: float
+    #: The walk the images are the frames of, if they are.
+    interpolation: Interpolation | None = None
 
     @property
     def card(self) -> ModelCard:
@@ -127,20 +159,27 @@ class InferenceCore:
         model = self.repository.get(request.model, "generator")
         card = model.card
         assert card.latent_size is not None
-        n = request.n
+        walk = request.interpolation
+        n = request.n if walk is None else walk.steps
         if n < 1:
             raise InvalidRequest(f"{n} images asked for; ask for at least one")
         if n > self.settings.max_n:
             raise TooManyImages(
                 f"{n} images asked for; this server returns at most {self.settings.max_n} per request"
             )
-        labels = resolve_labels(card, request.label, request.labels, n)
         seed: int | None = None
-        if request.latents is not None:
-            latents = check_latents(request.latents, card.latent_size)
+        if walk is not None:
+            labels = resolve_labels(card, _frame_label(request, card), None, n)
+            latents = self._walk(walk, card, request)
         else:
-            seed = request.seed if request.seed is not None else random_seed()
-            latents = draw_latents(seed, n, card.latent_size, card.latent_distribution, request.truncation)
+            labels = resolve_labels(card, request.label, request.labels, n)
+            if request.latents is not None:
+                latents = check_latents(request.latents, card.latent_size)
+            else:
+                seed = request.seed if request.seed is not None else random_seed()
+                latents = draw_latents(
+                    seed, n, card.latent_size, card.latent_distribution, request.truncation
+                )
         raw, seconds = await self._timed(
             model, run_in_chunks(model.runner, generator_input(latents, labels, card))
         )
@@ -150,9 +189,30 @@ class InferenceCore:
             values=image_values(raw, card),
             seed=seed,
             labels=labels,
-            spread_labels=labels is not None and request.label is None and request.labels is None,
+            spread_labels=labels is not None and _asked_no_class(request),
             inference_seconds=seconds,
+            interpolation=walk,
         )
+
+    def _walk(self, walk: Interpolation, card: ModelCard, request: Generation) -> np.ndarray:
+        """The frames' latents: each end drawn or checked, then the path between them."""
+        assert card.latent_size is not None
+        if request.seed is not None or request.latents is not None or request.labels is not None:
+            raise InvalidRequest(
+                "an interpolation takes its seeds or latents from its two ends and one label for every "
+                "frame: leave out seed, latents and labels"
+            )
+        if walk.steps < 2:
+            raise InvalidRequest(f"an interpolation of {walk.steps} steps: it needs at least its two ends")
+        if request.truncation is not None and walk.seeds == (None, None):
+            raise InvalidRequest("truncation applies to latents drawn from a seed; both ends are latents")
+        start, end = (
+            end_latent(
+                value, f"interpolate.{name}", card.latent_size, card.latent_distribution, request.truncation
+            )
+            for name, value in (("from", walk.start), ("to", walk.end))
+        )
+        return interpolate_latents(start, end, walk.steps, walk.method)
 
     async def upscale(self, image: DecodedImage, job: UpscaleJob) -> UpscaledImage:
         """Upscale the colour tile by tile with the model and the alpha plane bicubically."""
@@ -191,6 +251,18 @@ class InferenceCore:
         with self.metrics.model_runs_in_flight.labels(model.card.name).track_inprogress():
             result = await work
         return result, time.perf_counter() - started
+
+
+def _asked_no_class(request: Generation) -> bool:
+    """The request leaves the classes to the default spread: no label, no labels, no interpolation."""
+    return request.label is None and request.labels is None and request.interpolation is None
+
+
+def _frame_label(request: Generation, card: ModelCard) -> int | str | None:
+    """Every frame's class: the one asked for, else class 0, the one image's class without a label."""
+    if request.label is None and card.condition is not None:
+        return 0
+    return request.label
 
 
 def image_values(raw: np.ndarray, card: ModelCard) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Rendering: a core result in, the bytes the client asked for out — the one place that encodes.
 
-Format negotiation (one `Accept` parser, two policies), image encoding, the zip / grid / JSON
-envelopes, the result headers (`X-Model`, `X-Seed`, ...), the Open Inference Protocol's tensor
+Format negotiation (one `Accept` parser, two policies), image encoding, the zip / grid / animation /
+JSON envelopes, the result headers (`X-Model`, `X-Seed`, ...), the Open Inference Protocol's tensor
 responses and response size limits all live here. Every front door calls these functions with a
 result of `service.inference` and sends back the `Rendered` they return; none reads a body back.
 
@@ -29,7 +29,10 @@ from fastapi import Response
 from service.encode import (
     FILE_EXTENSIONS,
     MEDIA_TYPES,
+    AnimationFormat,
+    GenerateFormat,
     OutputFormat,
+    encode_animation,
     encode_image,
     encode_npy,
     supports_alpha,
@@ -45,11 +48,14 @@ ZIP_MEDIA_TYPE = "application/zip"
 BINARY_TENSORS_MEDIA_TYPE = "application/octet-stream"
 INFERENCE_HEADER_LENGTH = "Inference-Header-Content-Length"
 
-GenerateLayout = Literal["images", "grid"]
+#: `images`: one file per image; `grid`: one image; `animation`: one animated image, a frame per image.
+GenerateLayout = Literal["images", "grid", "animation"]
+#: Milliseconds each frame of an animation shows when the request does not say.
+DEFAULT_FRAME_MS = 100
 #: `auto`: one file as itself, several in a zip; `zip`: a zip even for one; `json`: base64 in JSON.
 Envelope = Literal["auto", "zip", "json"]
 #: What `choose_output` picks: a file format, an envelope, or None for the request's own format.
-Output = OutputFormat | Literal["json", "zip"] | None
+Output = GenerateFormat | Literal["json", "zip"] | None
 
 #: `X-Labels` lists the labels only up to this many images; JSON `labels` always holds them all.
 MAX_HEADER_LABELS = 64
@@ -59,6 +65,7 @@ ACCEPTED: dict[str, Output] = {
     "image/png": "png",
     "image/jpeg": "jpeg",
     "image/webp": "webp",
+    "image/gif": "gif",
     MEDIA_TYPES["npy"]: "npy",
     JSON_MEDIA_TYPE: "json",
     ZIP_MEDIA_TYPE: "zip",
@@ -129,7 +136,7 @@ class ResponseLimit:
 class Rendering:
     """How to render one result: file format, envelope, encoder settings, size limit."""
 
-    format: OutputFormat = "png"
+    format: GenerateFormat = "png"
     envelope: Envelope = "auto"
     png_compress_level: int = 1
     quality: int = 90
@@ -148,12 +155,40 @@ class Rendered:
         return Response(content=self.content, media_type=self.media_type, headers=self.headers)
 
 
-def check_alpha(image_format: OutputFormat, has_alpha: bool) -> None:
-    """Refuse, before any work, an output format that cannot carry the image's alpha channel."""
-    if has_alpha and not supports_alpha(image_format):
+def check_still_format(image_format: GenerateFormat, has_alpha: bool) -> None:
+    """Refuse, before any work, a format one still image cannot take: GIF, or one without alpha for alpha."""
+    if not supports_alpha(still_format(image_format)) and has_alpha:
         raise InvalidRequest(
             f"format={image_format} cannot carry the image's alpha channel: ask for png or webp"
         )
+
+
+def check_format(image_format: GenerateFormat, layout: GenerateLayout = "images") -> None:
+    """Refuse, before any work, a format the layout cannot be written in (only animations are GIFs)."""
+    if layout == "animation":
+        animation_format(image_format)
+    else:
+        still_format(image_format)
+
+
+def animation_format(image_format: GenerateFormat) -> AnimationFormat:
+    """The format of an animation: WebP or GIF; the still-only formats are refused."""
+    if image_format == "webp" or image_format == "gif":
+        return image_format
+    raise InvalidRequest(
+        f"layout=animation makes one animated image: format=webp (the default) or gif; "
+        f"{image_format} cannot be animated"
+    )
+
+
+def still_format(image_format: GenerateFormat) -> OutputFormat:
+    """The format of still images: anything but GIF, which is written for animations only."""
+    if image_format == "gif":
+        raise InvalidRequest(
+            "format=gif is for animations (layout=animation on /generate); "
+            "still images are png, jpeg, webp or npy"
+        )
+    return image_format
 
 
 def render_generated(
@@ -161,23 +196,39 @@ def render_generated(
     rendering: Rendering,
     layout: GenerateLayout = "images",
     columns: int | None = None,
+    frame_ms: int = DEFAULT_FRAME_MS,
 ) -> Rendered:
-    """A generator's images as files (or one grid), enveloped; headers X-Model, X-Images, X-Seed, X-Labels."""
+    """A generator's images as files, one grid or one animation, enveloped.
+
+    Headers: X-Model, X-Images (images, or frames of the animation), X-Seed, X-Labels.
+    """
     images = result.pixels
-    if layout == "grid":
-        images = make_grid(images, columns or _class_rows(result))[None]
-    if rendering.format == "npy":
-        files = [encode_npy(images[0] if layout == "grid" else images)]
+    stem = "images"
+    if layout == "animation":
+        files = [encode_animation(images, animation_format(rendering.format), frame_ms=frame_ms)]
+        stem = "animation"
     else:
-        files = [_encode(image, rendering) for image in images]
+        if layout == "grid":
+            images = make_grid(images, columns or _class_rows(result))[None]
+        if rendering.format == "npy":
+            files = [encode_npy(images[0] if layout == "grid" else images)]
+        else:
+            files = [_encode(image, rendering) for image in images]
     headers = {"X-Model": result.card.name, "X-Images": str(result.n)}
     if result.seed is not None:
         headers["X-Seed"] = str(result.seed)
     labels = None if result.labels is None else [int(label) for label in result.labels]
     if labels is not None and result.n <= MAX_HEADER_LABELS:
         headers["X-Labels"] = ",".join(map(str, labels))
-    meta = {"model": result.card.name, "seed": result.seed, "n": result.n, "layout": layout, "labels": labels}
-    return _envelope(files, rendering, headers, meta, stem="images")
+    meta = {
+        "model": result.card.name,
+        "seed": result.seed,
+        "n": result.n,
+        "layout": layout,
+        "labels": labels,
+        "interpolate": _walk_meta(result),
+    }
+    return _envelope(files, rendering, headers, meta, stem=stem)
 
 
 def render_upscaled(result: UpscaledImage, rendering: Rendering) -> Rendered:
@@ -193,6 +244,15 @@ def render_upscaled(result: UpscaledImage, rendering: Rendering) -> Rendered:
     return _envelope([_encode(result.pixels, rendering)], rendering, headers, meta, stem="upscaled")
 
 
+def _walk_meta(result: GeneratedImages) -> dict[str, Any] | None:
+    """What an interpolation's frames are: its ends' seeds (None for a latent), steps and method."""
+    walk = result.interpolation
+    if walk is None:
+        return None
+    start, end = walk.seeds
+    return {"from": start, "to": end, "steps": walk.steps, "method": walk.method}
+
+
 def _class_rows(result: GeneratedImages) -> int | None:
     """Grid columns that put one class per row, for a default class spread that fills whole rows."""
     condition = result.card.condition
@@ -203,7 +263,10 @@ def _class_rows(result: GeneratedImages) -> int | None:
 
 def _encode(pixels: np.ndarray, rendering: Rendering) -> bytes:
     return encode_image(
-        pixels, rendering.format, png_compress_level=rendering.png_compress_level, quality=rendering.quality
+        pixels,
+        still_format(rendering.format),
+        png_compress_level=rendering.png_compress_level,
+        quality=rendering.quality,
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TypeVar
 
-from service.encode import OutputFormat
+from service.encode import GenerateFormat
 from service.inference import InferenceCore
 from service.metrics import ServiceMetrics
 from service.rendering import Envelope, Rendering, ResponseLimit
@@ -39,7 +39,7 @@ class ServiceState:
         return InferenceCore(self.settings, self.repository, self.metrics, self.encode_pool)
 
     def rendering(
-        self, image_format: OutputFormat, envelope: Envelope = "auto", limit: ResponseLimit | None = None
+        self, image_format: GenerateFormat, envelope: Envelope = "auto", limit: ResponseLimit | None = None
     ) -> Rendering:
         """How to render a result in `image_format`, with this state's encoder settings."""
         return Rendering(

@@ -1,6 +1,8 @@
 """`POST /generate`: images from a generator, drawn from a seed or from explicit latent vectors.
 
 Conditional generators also take a class per image (`label` or `labels`; see `service.labels`).
+With `interpolate`, the images are the frames of a walk from one seed or latent to another
+(`service.latents.interpolate_latents`), as files, one grid or one animation (`layout=animation`).
 
 `serve_generate` is the whole path of a parsed `GenerateRequest`, for this route and SageMaker's
 `/invocations`: the request becomes a core `Generation`, the result is rendered as asked.
@@ -15,16 +17,19 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from service.deps import AcceptHeader, FactsDep, StateDep
-from service.encode import MEDIA_TYPES, OutputFormat
+from service.encode import MEDIA_TYPES, GenerateFormat
+from service.errors import InvalidRequest
 from service.facts import RequestFacts
-from service.inference import Generation
-from service.latents import MAX_SEED
+from service.inference import Generation, Interpolation
+from service.latents import MAX_SEED, InterpolationMethod
 from service.rendering import (
+    DEFAULT_FRAME_MS,
     MAX_HEADER_LABELS,
     ZIP_MEDIA_TYPE,
     GenerateLayout,
     Rendered,
     Rendering,
+    check_format,
     prefers_json,
     render_generated,
 )
@@ -37,6 +42,55 @@ router = APIRouter(tags=["inference"])
 ClassLabel = int | str
 #: Longer strings cannot be class names worth echoing back in an error message.
 MAX_CLASS_NAME = 200
+#: An interpolation end: a seed, or a latent vector of the model's latent size.
+InterpolationEnd = int | list[float]
+MAX_STEPS = 64
+
+
+class InterpolateOptions(BaseModel):
+    """A walk through the latent space: `steps` frames from one seed or latent to another, ends included."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: InterpolationEnd = Field(
+        alias="from",
+        description="where the walk starts: a seed (its latent is the one /generate draws for one image "
+        "from that seed, truncation included) or a latent vector of the model's latent size",
+    )
+    end: InterpolationEnd = Field(alias="to", description="where the walk ends: a seed or a latent vector")
+    steps: int = Field(default=16, ge=2, le=MAX_STEPS, description="frames, both ends included")
+    method: InterpolationMethod = Field(
+        default="slerp",
+        description="slerp: the direction turns along the great circle and the norm moves linearly "
+        "(kept when both ends have the same norm); lerp: the straight line",
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _seed_or_latent(cls, value: object, info: ValidationInfo) -> object:
+        # Checked before pydantic's coercion, which would take JSON true as seed 1 and 2.0 as 2.
+        where = "interpolate.from" if info.field_name == "start" else "interpolate.to"
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value <= MAX_SEED:
+                raise ValueError(f"{where} is seed {value}: seeds are 0 .. {MAX_SEED}")
+            return value
+        if isinstance(value, list) and value:
+            for index, item in enumerate(value):
+                if isinstance(item, bool) or not isinstance(item, int | float):
+                    raise ValueError(f"{where}[{index}] is {json.dumps(item)}: a latent holds numbers")
+            return value
+        shown = "[]" if isinstance(value, list) else json.dumps(value) if _is_json(value) else repr(value)
+        raise ValueError(
+            f"{where} is {shown}: give a seed (an integer) or a latent vector (a list of numbers)"
+        )
+
+    def interpolation(self) -> Interpolation:
+        """The core's view of this walk."""
+        return Interpolation(start=self.start, end=self.end, steps=self.steps, method=self.method)
+
+
+def _is_json(value: object) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
 
 
 class GenerateRequest(BaseModel):
@@ -66,9 +120,15 @@ class GenerateRequest(BaseModel):
     truncation: float | None = Field(
         default=None, ge=0.1, le=100, description="redraw latent entries whose absolute value exceeds this"
     )
-    format: OutputFormat = Field(default="png", description="png, jpeg, webp, or npy (uint8 array)")
+    format: GenerateFormat = Field(
+        default="png",
+        description="png, jpeg, webp, or npy (uint8 array); for layout=animation webp (the default "
+        "there) or gif",
+    )
     layout: GenerateLayout = Field(
-        default="images", description="images: one file per image (zip when n > 1); grid: one image"
+        default="images",
+        description="images: one file per image (zip when n > 1); grid: one image; "
+        "animation: one animated image, a frame per image",
     )
     columns: int | None = Field(
         default=None,
@@ -87,6 +147,18 @@ class GenerateRequest(BaseModel):
         min_length=1,
         description="conditional generators: one class per image (index or name); "
         "without n or latents, its length is the number of images",
+    )
+    interpolate: InterpolateOptions | None = Field(
+        default=None,
+        description="the images are the frames of a walk from one seed or latent to another "
+        "(n, seed, latents and labels do not apply; label is every frame's class)",
+    )
+    frame_ms: int | None = Field(
+        default=None,
+        ge=20,
+        le=10_000,
+        description=f"layout=animation only: milliseconds per frame (default {DEFAULT_FRAME_MS}; "
+        "GIF counts in tens of milliseconds and rounds down)",
     )
 
     @field_validator("label", "labels", mode="before")
@@ -112,6 +184,16 @@ class GenerateRequest(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerateRequest:
+        if self.interpolate is not None:
+            self._check_interpolation(self.interpolate)
+        if self.layout == "animation" and "format" not in self.model_fields_set:
+            self.format = "webp"
+        try:
+            check_format(self.format, self.layout)
+        except InvalidRequest as exc:
+            raise ValueError(exc.message) from None
+        if self.frame_ms is not None and self.layout != "animation":
+            raise ValueError("frame_ms applies to layout=animation only")
         if self.latents is not None:
             if self.seed is not None:
                 raise ValueError("give either seed or latents, not both")
@@ -139,9 +221,26 @@ class GenerateRequest(BaseModel):
                 raise ValueError(f"columns is {self.columns} but only {self.count} images are asked for")
         return self
 
+    def _check_interpolation(self, walk: InterpolateOptions) -> None:
+        misplaced = {
+            "n": "the number of frames is interpolate.steps",
+            "seed": "give the seeds as interpolate.from and interpolate.to",
+            "latents": "give the latents as interpolate.from and interpolate.to",
+            "labels": "label gives every frame's class",
+        }
+        for name, advice in misplaced.items():
+            if getattr(self, name) is not None:
+                raise ValueError(f"interpolate takes no {name}: {advice}")
+        if self.truncation is not None and not (isinstance(walk.start, int) or isinstance(walk.end, int)):
+            raise ValueError(
+                "truncation applies to latents drawn from a seed; both interpolate ends are latents"
+            )
+
     @property
     def count(self) -> int:
         """How many images this request asks for."""
+        if self.interpolate is not None:
+            return self.interpolate.steps
         if self.latents is not None:
             return len(self.latents)
         if self.n is None and self.labels is not None:
@@ -163,11 +262,16 @@ GENERATE_EXAMPLES: dict[str, Any] = {
         "summary": "Conditional generator: a grid with one class per row",
         "value": {"model": "cgan-mnist", "n": 40, "seed": 1, "layout": "grid"},
     },
+    "interpolate": {
+        "summary": "A walk from seed 1 to seed 2 as an animated WebP, 16 frames of 80 ms",
+        "value": {"interpolate": {"from": 1, "to": 2, "steps": 16}, "layout": "animation", "frame_ms": 80},
+    },
 }
 
 GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "One image (`image/*`), several images as a zip (`0000.png`, `0001.png`, ...), "
+        "one animated WebP or GIF (layout=animation), "
         "an `.npy` array, or JSON with base64 images when Accept is application/json. "
         "`X-Seed` gives the seed used (absent when latents were given), `X-Model` the model, "
         "`X-Images` the number of images, `X-Labels` the class of each image (conditional "
@@ -176,6 +280,7 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
             "image/webp": {"schema": {"type": "string", "format": "binary"}},
+            "image/gif": {"schema": {"type": "string", "format": "binary"}},
             ZIP_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
             MEDIA_TYPES["npy"]: {"schema": {"type": "string", "format": "binary"}},
             "application/json": {
@@ -185,6 +290,7 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
                     "n": 1,
                     "layout": "images",
                     "labels": None,
+                    "interpolate": None,
                     "format": "png",
                     "images": [{"index": 0, "media_type": "image/png", "data": "iVBORw0KGgo..."}],
                 }
@@ -205,6 +311,7 @@ def generation_of(request: GenerateRequest) -> Generation:
         truncation=request.truncation,
         label=request.label,
         labels=request.labels,
+        interpolation=None if request.interpolate is None else request.interpolate.interpolation(),
     )
 
 
@@ -212,9 +319,13 @@ async def serve_generate(
     request: GenerateRequest, rendering: Rendering, state: ServiceState, facts: RequestFacts
 ) -> Rendered:
     """Generate what `request` asks for and render it as `rendering` says."""
+    check_format(rendering.format, request.layout)  # Accept may have replaced the body's format
     result = await state.core.generate(generation_of(request))
     facts.model = result.card.name
-    return await state.in_encode_pool(render_generated, result, rendering, request.layout, request.columns)
+    frame_ms = request.frame_ms or DEFAULT_FRAME_MS
+    return await state.in_encode_pool(
+        render_generated, result, rendering, request.layout, request.columns, frame_ms
+    )
 
 
 @router.post(

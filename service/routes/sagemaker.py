@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from service.decode import media_type
 from service.deps import FactsDep, StateDep
-from service.encode import OutputFormat
+from service.encode import GenerateFormat
 from service.errors import InvalidCustomAttributes, InvocationTimeout, UnsupportedMediaType
 from service.facts import RequestFacts
 from service.rendering import JSON_MEDIA_TYPE, Output, Rendered, Rendering, ResponseLimit, choose_output
@@ -113,7 +113,7 @@ def response_limit(limits: SageMakerLimits, advice: str) -> ResponseLimit:
 
 
 def sagemaker_rendering(
-    state: ServiceState, output: Output, requested: OutputFormat, advice: str
+    state: ServiceState, output: Output, requested: GenerateFormat, advice: str
 ) -> Rendering:
     """Accept over the request's own format: an image type or npy replaces it; JSON or zip envelopes it."""
     limit = response_limit(state.settings.sagemaker_limits, advice)

@@ -15,7 +15,7 @@ from service.deps import AcceptHeader, FactsDep, StateDep
 from service.encode import MEDIA_TYPES, OutputFormat
 from service.facts import RequestFacts
 from service.inference import UpscaleJob
-from service.rendering import Rendered, Rendering, check_alpha, prefers_json, render_upscaled
+from service.rendering import Rendered, Rendering, check_still_format, prefers_json, render_upscaled
 from service.responses import error_responses
 from service.state import ServiceState
 from service.uploads import MULTIPART, read_upload
@@ -107,7 +107,7 @@ async def serve_upscale(
     """Decode the uploaded image, upscale it as `options` say, and render it as `rendering` says."""
     check_media_type(content_type)
     image = await state.in_encode_pool(decode_image, data, state.settings.max_image_pixels)
-    check_alpha(rendering.format, image.alpha is not None)
+    check_still_format(rendering.format, image.alpha is not None)
     result = await state.core.upscale(image, upscale_job(options))
     facts.model = result.card.name
     return await state.in_encode_pool(render_upscaled, result, rendering)

@@ -431,7 +431,8 @@ def test_a_full_queue_answers_503_with_retry_after_and_queued_work_still_finishe
         repository = app.state.service.repository
         queued = pool.submit(busy.post, "/generate", json={"model": RGB_GENERATOR, "n": 1})
         deadline = time.monotonic() + HANG
-        while repository.models[RGB_GENERATOR].runner.queued_requests < 1 and time.monotonic() < deadline:
+        # What an operator watches: the model's queue gauge shows the request waiting.
+        while _metric(busy, "gan_serve_queued_requests", RGB_GENERATOR) < 1 and time.monotonic() < deadline:
             time.sleep(0.001)
         refused = busy.post("/generate", json={"model": RGB_GENERATOR, "n": 1})
         assert refused.status_code == 503

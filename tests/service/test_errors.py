@@ -62,7 +62,7 @@ def test_n_above_max_set_through_settings_dependency(
     [
         ({"n": 0}, "body.n"),
         ({"seed": -1}, "body.seed"),
-        ({"format": "gif"}, "body.format"),
+        ({"format": "bmp"}, "body.format"),
         ({"layout": "mosaic"}, "body.layout"),
         ({"truncation": 0}, "body.truncation"),
         ({"colour": "red"}, "body.colour"),
