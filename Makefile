@@ -67,6 +67,23 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/suite.py --quick
 
+## The product beside a naive FastAPI app, BentoML and Ray Serve serving the same ONNX files: 5
+## alternated rounds (~50 min on 2 cores; BENCH_PEERS_ARGS=--quick for one short round). Each peer
+## has its own venv, never the product's dependencies; PEER_DEVICE=cuda on a GPU host.
+PEER_DEVICE ?= cpu
+PEER_VENVS := .bench-venvs/$(PEER_DEVICE)
+PEER_REQS := bench/peers/requirements
+.PHONY: bench-peers
+
+$(PEER_VENVS)/%/.installed: $(PEER_REQS)/%.txt $(PEER_REQS)/%.lock $(PEER_REQS)/onnxruntime-$(PEER_DEVICE).txt
+	rm -rf $(@D)
+	$(PY) -m venv $(@D)
+	$(@D)/bin/pip install -q -r $(PEER_REQS)/$*.txt -r $(PEER_REQS)/onnxruntime-$(PEER_DEVICE).txt -c $(PEER_REQS)/$*.lock
+	touch $@
+
+bench-peers: models $(foreach p,naive bentoml ray,$(PEER_VENVS)/$(p)/.installed)
+	$(BIN)/python bench/bench_peers.py --device $(PEER_DEVICE) $(BENCH_PEERS_ARGS)
+
 clean:
 	rm -rf $(VENV) $(SERVING_VENV) .mypy_cache .ruff_cache .pytest_cache
 
