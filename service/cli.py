@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import Any
@@ -29,6 +30,8 @@ from service.settings import Settings
 
 EXIT_USAGE = 2
 EXIT_STARTUP = 3
+
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,11 +117,33 @@ def main(argv: list[str] | None = None) -> int:
     # before it started: a no-op one makes that a clean exit 0 instead of death by signal.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _ignore)
-    uvicorn.Server(config).run()
+    PageServer(config, page_url(settings.host, settings.port)).run()
     if app.state.startup_error:
         print(f"gan-serve: {app.state.startup_error}", file=sys.stderr)
         return EXIT_STARTUP
     return 0
+
+
+class PageServer(uvicorn.Server):
+    """Uvicorn's server, which also says where the web page is once it listens."""
+
+    def __init__(self, config: uvicorn.Config, page: str) -> None:
+        super().__init__(config)
+        self.page = page
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            log.info("open %s in a browser for the web page (API docs: %sdocs)", self.page, self.page)
+
+
+def page_url(host: str, port: int) -> str:
+    """The page's address; a wildcard listen address is reached from this machine as 127.0.0.1."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

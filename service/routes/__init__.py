@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import batch_transform, generate, health, metrics, models, sagemaker, upscale, v2
+from service.routes import batch_transform, generate, health, metrics, models, page, sagemaker, upscale, v2
 
 ROUTERS: list[APIRouter] = [
     generate.router,
@@ -15,4 +15,5 @@ ROUTERS: list[APIRouter] = [
     sagemaker.router,
     batch_transform.router,
     v2.router,
+    page.router,
 ]
