@@ -49,7 +49,7 @@ from peers.servers import (  # noqa: E402
     product_source,
     request,
 )
-from peers.verify import Probe, verify  # noqa: E402
+from peers.verify import Probe, Verdict, verify  # noqa: E402
 
 RESULTS = BENCH / "results"
 GENERATOR = "faces64"
@@ -129,10 +129,14 @@ def repository_view(models: Path, work: Path) -> Path:
 def ensure_venvs(venvs: Path, device: str, peers: list[str]) -> None:
     """Build missing peer environments with the Makefile's rules (it pins what they install)."""
     missing = [p for p in peers if not (venvs / p / PEER_EXECUTABLES[p]).exists()]
-    if missing:
-        print(f"building peer environments: {', '.join(missing)}", flush=True)
-        stamps = [f"{venvs}/{p}/.installed" for p in missing]
-        subprocess.run(["make", f"PEER_DEVICE={device}", *stamps], cwd=ROOT, check=True)
+    if not missing:
+        return
+    default = ROOT / ".bench-venvs" / device
+    if venvs != default:
+        raise SystemExit(f"{venvs}: no environment for {', '.join(missing)} (make builds them in {default})")
+    print(f"building peer environments: {', '.join(missing)}", flush=True)
+    stamps = [f".bench-venvs/{device}/{p}/.installed" for p in missing]
+    subprocess.run(["make", f"PEER_DEVICE={device}", *stamps], cwd=ROOT, check=True)
 
 
 def machine_info(device: str) -> dict[str, Any]:
@@ -235,8 +239,24 @@ def full_repository_rss(models: Path, device: str, work: Path, source: Path) -> 
     return {"entries": entries, "rss_bytes": memory.rss_bytes, "pss_bytes": memory.pss_bytes}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures, and with what."""
+
+    device: str
+    quick: bool
+    rounds: int
+    window: float
+    warmup: float
+    models: Path
+    venvs: Path
+    peers: list[str]
+    schedule: list[Point]
+    product_ref: str | None
+
+
+def parse_plan(argv: list[str]) -> tuple[Plan, bool]:
+    """The plan from the command line, and whether to stay on the host's network."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -255,124 +275,150 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-netns", action="store_true", help="stay on the host's network namespace")
     args = parser.parse_args(argv)
-    if not args.no_netns:
-        enter_private_netns(argv)
-    rounds = args.rounds or (1 if args.quick else 5)
-    window = args.window or (3.0 if args.quick else 10.0)
-    warmup = args.warmup or (1.0 if args.quick else 3.0)
-    venvs = (args.venvs or ROOT / ".bench-venvs" / args.device).resolve()
-    peers = [p for p in args.peers.split(",") if p]
-    schedule = [p for p in points() if not args.points or p.key in args.points.split(",")]
+    plan = Plan(
+        device=args.device,
+        quick=args.quick,
+        rounds=args.rounds or (1 if args.quick else 5),
+        window=args.window or (3.0 if args.quick else 10.0),
+        warmup=args.warmup or (1.0 if args.quick else 3.0),
+        models=args.models.resolve(),
+        venvs=(args.venvs or ROOT / ".bench-venvs" / args.device).resolve(),
+        peers=[p for p in args.peers.split(",") if p],
+        schedule=[p for p in points() if not args.points or p.key in args.points.split(",")],
+        product_ref=args.product_ref,
+    )
+    return plan, args.no_netns
 
+
+def check_identity(servers: list[Server]) -> tuple[bytes, dict[str, list[Verdict]]]:
+    """A face from the product (the /upscale input), and each peer's verdicts on the probes."""
+    product = servers[0]
+    json_type = {"Content-Type": "application/json"}
+    status, _, face = request(product.port, "POST", "/generate", generate_body(1, 0), json_type)
+    if status != 200:
+        raise RuntimeError(f"the product answered {status} to /generate")
+    probes = [
+        Probe("/generate n=1", "POST", "/generate", generate_body(1, 7), "application/json"),
+        Probe("/generate n=16", "POST", "/generate", generate_body(16, 7), "application/json"),
+        Probe("/upscale 64→256", "POST", UPSCALE_TARGET, face, "image/png"),
+    ]
+    verdicts = verify(product, servers[1:], probes)
+    for peer, found in verdicts.items():
+        for verdict in found:
+            print(f"  {peer:<8} {verdict.probe:<16} {verdict.detail}", flush=True)
+    return face, verdicts
+
+
+def write_requests(servers: list[Server], face: bytes, work: Path) -> dict[tuple[str, str], Path]:
+    """The request each server gets at each kind of point, as files of raw HTTP."""
+    files = {}
+    for server in servers:
+        for key, target, body, kind in (
+            ("gen1", "/generate", generate_body(1, 1), "application/json"),
+            ("gen16", "/generate", generate_body(16, 1), "application/json"),
+            ("upscale", UPSCALE_TARGET, face, "image/png"),
+        ):
+            path = work / f"request-{server.name}-{key}.http"
+            path.write_bytes(http_request("POST", target, server.port, body, kind))
+            files[server.name, key] = path
+    return files
+
+
+def run_rounds(
+    plan: Plan,
+    servers: list[Server],
+    requests: dict[tuple[str, str], Path],
+    idle: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every point on every server, round after round; the servers' order rotates per round and point."""
+    windows = []
+    print(f"{plan.rounds * len(plan.schedule) * len(servers)} windows of {plan.warmup:g} + {plan.window:g} s")
+    for round_index in range(plan.rounds):
+        for point_index, point in enumerate(plan.schedule):
+            shift = (round_index + point_index) % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                kind = point.key.split("-")[0]
+                result = run_window(server, point, requests[server.name, kind], plan.warmup, plan.window)
+                result.update({"round": round_index, "point": point.key, "server": server.name})
+                result["at"] = time.time()
+                result["settle_s"] = settle(server, idle[server.name]["idle_cores"])
+                windows.append(result)
+                errors = (
+                    f"  errors {result['errors']}: {result['error_sample'][:80]!r}"
+                    if result["errors"]
+                    else ""
+                )
+                print(
+                    f"  round {round_index + 1} {point.key:<11} {server.name:<8}"
+                    f" {result['images_per_s']:8.1f} img/s  p50 {result['p50_ms']:8.1f} ms"
+                    f"  cpu {result['server_cpu_ms_per_image'] or 0:6.2f} ms/img"
+                    f"  busy {result['machine_busy'] * 100:3.0f}%  load {result['loadavg_end']:.2f}{errors}",
+                    flush=True,
+                )
+    return windows
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    plan, host_network = parse_plan(argv)
+    if not host_network:
+        enter_private_netns(argv)
     started = time.perf_counter()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work = RESULTS / "work" / "peers"
     work.mkdir(parents=True, exist_ok=True)
-    ensure_venvs(venvs, args.device, peers)
-    repo = repository_view(args.models.resolve(), work)
+    ensure_venvs(plan.venvs, plan.device, plan.peers)
+    repo = repository_view(plan.models, work)
     versions = {"product": pip_freeze(Path(sys.executable))}
-    for peer in peers:
-        versions[peer] = pip_freeze(venvs / peer / "bin/python")
+    versions.update({peer: pip_freeze(plan.venvs / peer / "bin/python") for peer in plan.peers})
 
     print("idle memory of the product on the whole default repository", flush=True)
-    source = product_source(args.product_ref, work)
-    full_repo = full_repository_rss(args.models, args.device, work, source)
+    source = product_source(plan.product_ref, work)
+    full_repo = full_repository_rss(plan.models, plan.device, work, source)
 
-    servers = [product_server(repo, args.device, work, source)]
-    servers += [peer_server(p, venvs / p, repo, args.device, work) for p in peers]
-    windows: list[dict[str, Any]] = []
+    servers = [product_server(repo, plan.device, work, source)]
+    servers += [peer_server(p, plan.venvs / p, repo, plan.device, work) for p in plan.peers]
     try:
         for server in servers:
             print(f"starting {server.label}", flush=True)
             server.start()
-        product = servers[0]
-        status, _, face = request(
-            product.port, "POST", "/generate", generate_body(1, 0), {"Content-Type": "application/json"}
-        )
-        if status != 200:
-            raise RuntimeError(f"the product answered {status} to /generate")
-        probes = [
-            Probe("/generate n=1", "POST", "/generate", generate_body(1, 7), "application/json"),
-            Probe("/generate n=16", "POST", "/generate", generate_body(16, 7), "application/json"),
-            Probe("/upscale 64→256", "POST", UPSCALE_TARGET, face, "image/png"),
-        ]
-        verdicts = verify(product, servers[1:], probes)
-        for peer, found in verdicts.items():
-            for verdict in found:
-                print(f"  {peer:<8} {verdict.probe:<16} {verdict.detail}", flush=True)
+        face, verdicts = check_identity(servers)
         print("idle state (nothing sent for 5 s)", flush=True)
         idle = idle_state(servers, 5.0)
-
-        request_files: dict[tuple[str, str], Path] = {}
-        for server in servers:
-            for key, target, body, kind in (
-                ("gen1", "/generate", generate_body(1, 1), "application/json"),
-                ("gen16", "/generate", generate_body(16, 1), "application/json"),
-                ("upscale", UPSCALE_TARGET, face, "image/png"),
-            ):
-                path = work / f"request-{server.name}-{key}.http"
-                path.write_bytes(http_request("POST", target, server.port, body, kind))
-                request_files[server.name, key] = path
-
-        total = rounds * len(schedule) * len(servers)
-        print(f"{total} windows of {warmup:g} + {window:g} s", flush=True)
-        for round_index in range(rounds):
-            for point_index, point in enumerate(schedule):
-                shift = (round_index + point_index) % len(servers)
-                for server in servers[shift:] + servers[:shift]:
-                    result = run_window(
-                        server, point, request_files[server.name, point.key.split("-")[0]], warmup, window
-                    )
-                    result.update(
-                        {"round": round_index, "point": point.key, "server": server.name, "at": time.time()}
-                    )
-                    result["settle_s"] = settle(server, idle[server.name]["idle_cores"])
-                    windows.append(result)
-                    print(
-                        f"  round {round_index + 1} {point.key:<11} {server.name:<8}"
-                        f" {result['images_per_s']:8.1f} img/s  p50 {result['p50_ms']:8.1f} ms"
-                        f"  cpu {result['server_cpu_ms_per_image'] or 0:6.2f} ms/img"
-                        f"  busy {result['machine_busy'] * 100:3.0f}%  load {result['loadavg_end']:.2f}"
-                        + (
-                            f"  errors {result['errors']}: {result['error_sample'][:80]!r}"
-                            if result["errors"]
-                            else ""
-                        ),
-                        flush=True,
-                    )
+        windows = run_rounds(plan, servers, write_requests(servers, face, work), idle)
         after = {s.name: tree_memory(s.pid).rss_bytes for s in servers}
     finally:
         for server in servers:
             server.stop()
 
-    payload = {
+    wall_seconds = round(time.perf_counter() - started, 1)
+    payload: dict[str, Any] = {
         "created": stamp,
-        "device": args.device,
-        "quick": args.quick,
-        "rounds": rounds,
-        "window_s": window,
-        "warmup_s": warmup,
+        "device": plan.device,
+        "quick": plan.quick,
+        "rounds": plan.rounds,
+        "window_s": plan.window,
+        "warmup_s": plan.warmup,
         "netns": bool(os.environ.get(NETNS_MARK)),
-        "machine": machine_info(args.device),
-        "git": git_state(args.product_ref),
+        "machine": machine_info(plan.device),
+        "git": git_state(plan.product_ref),
         "versions": versions,
         "servers": {s.name: {"label": s.label, "command": s.command} for s in servers},
-        "points": [p.__dict__ for p in schedule],
+        "points": [p.__dict__ for p in plan.schedule],
         "identity": {peer: [v.as_dict() for v in found] for peer, found in verdicts.items()},
         "idle": idle,
         "rss_after_bytes": after,
         "full_repository": full_repo,
         "windows": windows,
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "wall_seconds": wall_seconds,
     }
     tables = render(payload)
-    RESULTS.mkdir(exist_ok=True)
-    json_path = RESULTS / f"peers-{args.device}-{stamp}.json"
+    json_path = RESULTS / f"peers-{plan.device}-{stamp}.json"
     json_path.write_text(json.dumps(payload, indent=1) + "\n")
-    (RESULTS / f"peers-{args.device}-{stamp}.md").write_text(tables + "\n")
+    json_path.with_suffix(".md").write_text(tables + "\n")
     print()
     print(tables)
-    print(f"\nresults: {json_path} (and .md); {payload['wall_seconds'] / 60:.1f} min")
+    print(f"\nresults: {json_path} (and .md); {wall_seconds / 60:.1f} min")
     return 0
 
 

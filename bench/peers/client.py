@@ -188,7 +188,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 if close:
                     selector.unregister(sock)
                     connection.close()
-            if end_sample is None and now < window_end:
+            # Until the end sample is taken, keep every connection busy (a request sent after the
+            # window's last instant is drained like the others, and not counted).
+            if end_sample is None:
                 send(connection, now)
             else:
                 in_flight -= 1

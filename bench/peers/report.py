@@ -171,12 +171,18 @@ def idle_table(run: Run) -> str:
     return _table(header, rows)
 
 
+def _same(verdict: dict[str, Any]) -> str:
+    """A verdict's level: bytes, pixels or no (runs before pixel checks stored a boolean `identical`)."""
+    if "same" in verdict:
+        return str(verdict["same"])
+    return "bytes" if verdict.get("identical") else "no"
+
+
 def identity_table(run: Run) -> str:
     rows = []
     for peer, verdicts in run.payload["identity"].items():
-        rows.append(
-            [LABELS[peer], *(("yes: " if v["identical"] else "**no**: ") + v["detail"] for v in verdicts)]
-        )
+        cells = [("yes: " if _same(v) != "no" else "**no**: ") + v["detail"] for v in verdicts]
+        rows.append([LABELS[peer], *cells])
     probes = [v["probe"] for v in next(iter(run.payload["identity"].values()), [])]
     return _table(["peer", *(f"{p} same as product" for p in probes)], rows)
 

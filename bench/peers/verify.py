@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from peers.servers import Server, request
@@ -30,14 +31,14 @@ class Probe:
 
 @dataclass(frozen=True)
 class Verdict:
-    """How a peer's answer to a probe compares with the product's."""
+    """How a peer's answer to a probe compares with the product's: same bytes, same pixels, or not."""
 
     probe: str
-    identical: bool
+    same: Literal["bytes", "pixels", "no"]
     detail: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"probe": self.probe, "identical": self.identical, "detail": self.detail}
+        return {"probe": self.probe, "same": self.same, "detail": self.detail}
 
 
 def fetch(server: Server, probe: Probe) -> bytes:
@@ -67,20 +68,22 @@ def compare(probe: Probe, expected: bytes, actual: bytes) -> Verdict:
     """Compare a peer's answer with the product's, file by file."""
     want, got = _files(expected), _files(actual)
     if list(want) != list(got):
-        return Verdict(probe.name, False, f"files {list(got)[:4]}... instead of {list(want)[:4]}...")
+        return Verdict(probe.name, "no", f"files {list(got)[:4]}... instead of {list(want)[:4]}...")
     differing = [name for name in want if want[name] != got[name]]
     if not differing:
         unit = "zip members" if len(want) > 1 else "PNG"
-        return Verdict(probe.name, True, f"byte-identical ({len(want)} {unit})")
+        return Verdict(probe.name, "bytes", f"byte-identical ({len(want)} {unit})")
     worst = 0
     for name in differing:
         a, b = _pixels(want[name]), _pixels(got[name])
         if a.shape != b.shape:
-            return Verdict(probe.name, False, f"{name}: shape {b.shape} instead of {a.shape}")
+            return Verdict(probe.name, "no", f"{name}: shape {b.shape} instead of {a.shape}")
         worst = max(worst, int(np.abs(a - b).max()))
     if worst == 0:
-        return Verdict(probe.name, False, f"{len(differing)} files differ in bytes; pixels identical")
-    return Verdict(probe.name, False, f"{len(differing)} files differ; max pixel difference {worst}")
+        return Verdict(
+            probe.name, "pixels", f"pixel-identical; {len(differing)} of {len(want)} files other bytes"
+        )
+    return Verdict(probe.name, "no", f"{len(differing)} files differ; max pixel difference {worst}")
 
 
 def verify(product: Server, peers: list[Server], probes: list[Probe]) -> dict[str, list[Verdict]]:
