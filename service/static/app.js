@@ -127,7 +127,8 @@ function showModelInfo(select, info) {
     badge.title = "untrained: the outputs only show the pipeline works";
     info.append(badge, " ");
   }
-  info.append(`${model.description || describe(model)} · runs on ${model.provider.replace("ExecutionProvider", "")}`);
+  const provider = model.provider.replace("ExecutionProvider", "");
+  info.append(`${model.kind} · ${model.description || describe(model)} · runs on ${provider}`);
 }
 
 function fillClasses(select, model, spread) {

@@ -67,8 +67,12 @@ def test_models_are_listed_with_kind_size_and_demo_weights(page: Any, server: Se
     )
     page.select_option("#gen-model", GRAY_GENERATOR)
     expect(page.locator("#gen-model-info .badge")).to_have_text("demo weights")
+    expect(page.locator("#gen-model-info")).to_contain_text(
+        "generator · DCGAN generator, MNIST 28×28 grayscale"
+    )
     page.click("#tab-upscale")
     expect(page.locator("#up-model option")).to_have_text([f"{UPSCALER} — ×4"])
+    expect(page.locator("#up-model-info")).to_contain_text("upscaler · ")
     # Every file the page loaded came from the service itself.
     assert requested and all(url.startswith(server.url) for url in requested), requested
 
