@@ -5,7 +5,8 @@ TensorFlow-free repository (`tests.service.conftest.build_repository` plus a con
 generator). Playwright's Python API drives the system Chromium (`/usr/bin/chromium`); it never
 downloads a browser. When Chromium is missing, the session installs Debian's package if it runs as
 root, and skips these tests otherwise. Every test leaves a full-page screenshot under
-`$GAN_SERVE_WEB_ARTIFACTS` (else `<temp dir>/gan-serve-web-screenshots`), printed at the end of the run.
+`$GAN_SERVE_WEB_ARTIFACTS` (else `<temp dir>/gan-serve-web-screenshots`), printed at the end of the run
+(tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ import pytest
 
 from tests.service.conftest import build_repository
 from tests.service.onnx_models import write_conditional_entry
+from tests.web.artifacts import artifacts_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: The flags Chromium needs headless as root on a machine without outside network.
@@ -44,7 +45,6 @@ CONDITIONAL = "cgan-test"
 CLASS_NAMES = ["cat", "dog", "ship", "frog"]
 API_KEY = "web-test-key-0123456789abcdef"
 MAX_N = 16
-ARTIFACTS_VARIABLE = "GAN_SERVE_WEB_ARTIFACTS"
 _READY = re.compile(r"open (http://\S+/) in a browser")
 
 
@@ -185,12 +185,6 @@ def browser(chromium: Path) -> Iterator[Any]:
         browser.close()
 
 
-def artifacts_dir() -> Path:
-    """Where screenshots go: $GAN_SERVE_WEB_ARTIFACTS, else one folder in the temporary directory."""
-    configured = os.environ.get(ARTIFACTS_VARIABLE)
-    return Path(configured) if configured else Path(tempfile.gettempdir()) / "gan-serve-web-screenshots"
-
-
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     path = artifacts_dir()
@@ -213,10 +207,3 @@ def page(browser: Any, artifacts: Path, request: pytest.FixtureRequest) -> Itera
     context.close()
     # A 4xx the test asked for is logged by Chromium as a failed resource load: not a script error.
     assert [e for e in errors if "Failed to load resource" not in e] == []
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say where the screenshots are when browser tests ran (also under xdist, from the controller)."""
-    reports = [r for reports in terminalreporter.stats.values() for r in reports if hasattr(r, "nodeid")]
-    if any(r.nodeid.startswith("tests/web/") and getattr(r, "when", None) == "call" for r in reports):
-        terminalreporter.write_line(f"web page screenshots: {artifacts_dir()}")
