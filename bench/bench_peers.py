@@ -150,17 +150,16 @@ def machine_info(device: str) -> dict[str, Any]:
     return info
 
 
-def git_state(ref: str | None) -> dict[str, str]:
-    """The commit the product's code came from, and (when run from the checkout) uncommitted changes."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", ref or "HEAD"),
-        "service_changes": "" if ref else git("status", "--porcelain", "--", "service"),
-    }
+def uncommitted_service_changes() -> str:
+    """`git status` of service/ in the checkout (what a run from the checkout adds to its commit)."""
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "--", "service"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip()
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -373,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     versions.update({peer: pip_freeze(plan.venvs / peer / "bin/python") for peer in plan.peers})
 
     print("idle memory of the product on the whole default repository", flush=True)
-    source = product_source(plan.product_ref, work)
+    source, commit = product_source(plan.product_ref, work)
+    changes = "" if plan.product_ref else uncommitted_service_changes()
     full_repo = full_repository_rss(plan.models, plan.device, work, source)
 
     servers = [product_server(repo, plan.device, work, source)]
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_s": plan.warmup,
         "netns": bool(os.environ.get(NETNS_MARK)),
         "machine": machine_info(plan.device),
-        "git": git_state(plan.product_ref),
+        "git": {"commit": commit, "service_changes": changes},
         "versions": versions,
         "servers": {s.name: {"label": s.label, "command": s.command} for s in servers},
         "points": [p.__dict__ for p in plan.schedule],

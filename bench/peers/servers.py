@@ -124,16 +124,17 @@ def request(
         connection.close()
 
 
-def product_source(ref: str | None, work: Path) -> Path:
-    """Where the product's code is run from: this checkout, or `service/` of git `ref` unpacked in `work`.
+def product_source(ref: str | None, work: Path) -> tuple[Path, str]:
+    """Where the product's code is run from, and its commit: this checkout (HEAD, maybe with
+    uncommitted changes), or `service/` of git `ref` unpacked in `work`.
 
     A ref keeps a run independent of uncommitted work in the checkout (several people edit it).
     """
-    if ref is None:
-        return ROOT
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "rev-parse", "--short", ref or "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
+    if ref is None:
+        return ROOT, commit
     tree = work / f"product-{commit}"
     if not (tree / "service").is_dir():
         tree.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,7 @@ def product_source(ref: str | None, work: Path) -> Path:
             ["git", "archive", commit, "service"], cwd=ROOT, capture_output=True, check=True
         )
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    return tree
+    return tree, commit
 
 
 def product_server(repo: Path, device: str, work: Path, source: Path, name: str = "product") -> Server:
