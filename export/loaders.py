@@ -359,9 +359,7 @@ def _conditional_savedmodel(
     out_key, out_spec = next(iter(signature.structured_outputs.items()))
     infos = [InputInfo(key, tuple(spec.shape.as_list()), spec.dtype) for key, spec in specs]
     embeddings = {
-        int(v.shape[0])
-        for v in loaded.variables
-        if "embedding" in v.name.lower() and v.shape.rank == 2
+        int(v.shape[0]) for v in loaded.variables if "embedding" in v.name.lower() and v.shape.rank == 2
     }
 
     def invoke(ordered: list[Any]) -> Any:

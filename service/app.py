@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __name__ as package_name
 from service import __version__
+from service.auth import install_security
 from service.errors import ServiceError, StartupError
 from service.facts import install_facts
 from service.logs import request_id
@@ -268,4 +269,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=routes,
         max_body_bytes=settings.max_body_bytes,
     )
+    install_security(app, settings)  # outermost: CORS, then keys, then the request context
     return app
