@@ -201,6 +201,29 @@ def _quiet_frameworks() -> None:
     for name in ("tensorflow", "tf2onnx", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("tf2onnx").propagate = False
+    if not os.environ.get("GAN_EXPORT_DEBUG"):
+        _import_tensorflow_silently()
+
+
+def _import_tensorflow_silently() -> None:
+    """Import TensorFlow with file descriptor 2 closed.
+
+    TensorFlow 2.21 logs through absl at import ("oneDNN custom operations are on", twice), before
+    TF_CPP_MIN_LOG_LEVEL is read; only the descriptor can silence it. Python errors still raise.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w", encoding="utf-8") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def _options(values: Sequence[str]) -> dict[str, int]:
