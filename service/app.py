@@ -2,6 +2,12 @@
 
 Nothing heavy happens at import or in `create_app`: the lifespan loads and warms the model
 repository when the server starts, and releases the sessions and worker pools when it stops.
+
+Stopping (`drain_requests`, which `gan-serve` runs on SIGTERM before uvicorn closes the socket):
+readiness goes 503 and every new request gets 503 `shutting_down` (with `Retry-After`) while the
+requests in flight finish; those still running at the drain bound get the same JSON 503, never a
+bare 500. Then the lifespan releases the models, waiting at most `RELEASE_TIMEOUT_S` for session
+runs still going.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __name__ as package_name
 from service import __version__
 from service.auth import install_security
-from service.errors import ServiceError, StartupError
+from service.errors import InvalidJson, ServiceError, ShuttingDown, StartupError
 from service.facts import install_facts
 from service.logs import request_id
 from service.metrics import ServiceMetrics
@@ -56,6 +62,10 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
 }
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Seconds the lifespan waits for session runs still going when it releases the models.
+RELEASE_TIMEOUT_S = 2.0
+#: Seconds requests answered 503 at the drain bound get to send that answer.
+ABORT_SETTLE_S = 1.0
 
 
 def error_body(path: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -93,6 +103,10 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    unparseable = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+    if unparseable is not None:
+        # Syntax, not content: the body never became JSON, so no field is to blame.
+        return await _service_error(request, invalid_json(unparseable))
     fields = [
         {
             "location": ".".join(str(p) for p in error.get("loc", ())),
@@ -106,23 +120,91 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 422, "invalid_request", message or "invalid request", fields=fields)
 
 
+def invalid_json(error: Any) -> InvalidJson:
+    """The 400 for a body that is not JSON, from pydantic's or FastAPI's `json_invalid` error."""
+    reason = (error.get("ctx") or {}).get("error") or str(error.get("msg", "")).removeprefix("Invalid JSON: ")
+    where = [p for p in error.get("loc", ()) if isinstance(p, int)]
+    at = f" (at character {where[0]})" if where else ""
+    return InvalidJson(f"the body is not valid JSON: {reason}{at}")
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     _count_error(request, code)
-    return error_response(request, exc.status_code, code, str(exc.detail))
+    response = error_response(request, exc.status_code, code, str(exc.detail))
+    # Starlette's 405 carries `Allow` (RFC 9110 requires it); keep every header it set.
+    response.headers.update(exc.headers or {})
+    return response
+
+
+class RequestDrain:
+    """The requests in flight, and whether the service has stopped taking new ones (SIGTERM)."""
+
+    #: Paths that still answer while draining: the process is alive, and its metrics are worth scraping.
+    STILL_SERVED = frozenset({"/health/live", "/v2/health/live", "/metrics"})
+
+    def __init__(self) -> None:
+        self.draining = False
+        #: Each request's task -> its response state (`started`: the status line has gone out).
+        self.requests: dict[asyncio.Task[Any], dict[str, Any]] = {}
+
+    def refuses(self, path: str) -> bool:
+        """Whether a new request for `path` gets 503 `shutting_down`."""
+        return self.draining and path not in self.STILL_SERVED
+
+    async def until_idle(self, timeout: float, stop_early: Callable[[], bool] = lambda: False) -> bool:
+        """Wait up to `timeout` seconds for every request to finish; whether they all did."""
+        deadline = time.monotonic() + timeout
+        while self.requests and time.monotonic() < deadline and not stop_early():
+            await asyncio.sleep(0.05)
+        return not self.requests
+
+    def abort(self) -> int:
+        """Cancel every request that has not started its response (each then answers 503); how many."""
+        unanswered = [task for task, response in self.requests.items() if not response["started"]]
+        for task in unanswered:
+            task.cancel("the service is shutting down")
+        return len(unanswered)
+
+
+def shutting_down() -> ShuttingDown:
+    """The refusal of a request the service will not finish: it got its stop signal."""
+    return ShuttingDown("the service is shutting down; send the request again after Retry-After seconds")
+
+
+async def drain_requests(
+    app: FastAPI, timeout: float, stop_early: Callable[[], bool] = lambda: False
+) -> None:
+    """Refuse new requests, let those in flight finish for up to `timeout` s, answer the rest 503."""
+    drain: RequestDrain = app.state.drain
+    drain.draining = True
+    app.state.ready = False
+    app.state.metrics.ready.set(0)
+    log.info("stopping: %d requests in flight, waiting up to %g s", len(drain.requests), timeout)
+    if await drain.until_idle(timeout, stop_early):
+        return
+    aborted = drain.abort()
+    log.warning("stopping: %d requests still running after %g s answered 503 shutting_down", aborted, timeout)
+    await drain.until_idle(ABORT_SETTLE_S)
 
 
 class RequestContextMiddleware:
     """Request id in and out, body size limit, one access log line, request metrics, the last-resort 500."""
 
     def __init__(
-        self, app: ASGIApp, metrics: ServiceMetrics, routes: frozenset[str], max_body_bytes: int
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        routes: frozenset[str],
+        max_body_bytes: int,
+        drain: RequestDrain,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
         self.max_body_bytes = max_body_bytes
+        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,18 +227,47 @@ class RequestContextMiddleware:
 
         in_flight = self.metrics.in_flight.labels(route)
         in_flight.inc()
+        task = asyncio.current_task()
+        assert task is not None
+        self.drain.requests[task] = response
         try:
             # Every route reads its body only through FastAPI or Request.stream(): refuse an
             # oversized declared body here once, whatever the route (/upscale also checks while streaming).
             declared = dict(scope["headers"]).get(b"content-length", b"")
-            if declared.isdigit() and int(declared) > self.max_body_bytes:
+            refusal: ServiceError | None = None
+            if self.drain.refuses(scope["path"]):
+                refusal = shutting_down()
+            elif declared.isdigit() and int(declared) > self.max_body_bytes:
                 refusal = body_too_large(self.max_body_bytes)
+            if refusal is not None:
                 self.metrics.errors.labels(refusal.code).inc()
                 await _send_error(
-                    send_with_id, scope["path"], refusal.status_code, refusal.code, refusal.message
+                    send_with_id,
+                    scope["path"],
+                    refusal.status_code,
+                    refusal.code,
+                    refusal.message,
+                    getattr(refusal, "retry_after", None),
                 )
             else:
                 await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if not self.drain.draining:
+                raise
+            # Cancelled by the drain bound (or uvicorn's last one): answer, as every other error, in JSON.
+            task.uncancel()
+            refusal = shutting_down()
+            self.metrics.errors.labels(refusal.code).inc()
+            if not response["started"]:
+                await _send_error(
+                    send_with_id,
+                    scope["path"],
+                    refusal.status_code,
+                    refusal.code,
+                    refusal.message,
+                    refusal.retry_after,
+                )
+            response["status"] = refusal.status_code
         except Exception:
             # Anything that gets here is a bug: log it with its traceback, tell the client nothing more.
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
@@ -167,6 +278,7 @@ class RequestContextMiddleware:
                     send_with_id, scope["path"], 500, "internal_error", f"internal error (request id {rid})"
                 )
         finally:
+            self.drain.requests.pop(task, None)
             in_flight.dec()
             route = getattr(scope.get("route"), "path", route)
             elapsed = time.perf_counter() - start
@@ -184,9 +296,13 @@ class RequestContextMiddleware:
             request_id.reset(token)
 
 
-async def _send_error(send: Send, path: str, status: int, code: str, message: str) -> None:
+async def _send_error(
+    send: Send, path: str, status: int, code: str, message: str, retry_after: int | None = None
+) -> None:
     body = json.dumps(error_body(path, code, message)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if retry_after is not None:
+        headers.append((b"retry-after", b"%d" % retry_after))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -232,11 +348,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ready = False
         metrics.ready.set(0)
         app.state.service = None
-        # Queued requests still get their batch; the pools stop only after that.
+        if await release(repository, [inference_pool, encode_pool], RELEASE_TIMEOUT_S):
+            log.info("stopped: models released")
+        else:
+            log.warning(
+                "stopped: session runs still going after %g s; not waiting for them", RELEASE_TIMEOUT_S
+            )
+
+
+async def release(repository: ModelRepository, pools: list[ThreadPoolExecutor], timeout: float) -> bool:
+    """Close the batchers, then the pools; whether the work still running finished within `timeout` s."""
+
+    async def finish() -> None:
         await repository.close()
-        inference_pool.shutdown(wait=True, cancel_futures=True)
-        encode_pool.shutdown(wait=True, cancel_futures=True)
-        log.info("stopped: models released")
+        for pool in pools:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    try:
+        await asyncio.wait_for(finish(), timeout)
+    except TimeoutError:
+        # A session run cannot be interrupted; the process exits without it (`service.cli`'s deadline).
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return False
+    return True
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -256,6 +391,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None
     app.state.ready = False
     app.state.startup_error = None
+    app.state.drain = RequestDrain()
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -268,6 +404,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=app.state.metrics,
         routes=routes,
         max_body_bytes=settings.max_body_bytes,
+        drain=app.state.drain,
     )
     install_security(app, settings)  # outermost: CORS, then keys, then the request context
     return app

@@ -1,27 +1,36 @@
 """`gan-serve [serve] [--models DIR] [--host H] [--port P] [--device auto|cuda|cpu]`.
 
 Flags override `GAN_SERVE_*` environment variables. The optional `serve` word is what SageMaker
-passes (`docker run IMAGE serve`). Exit status: 0 after a clean stop (SIGTERM or Ctrl-C drain
-in-flight requests first), 2 for bad arguments or settings, 3 when the model repository cannot be
-served (missing, empty or broken entry, CUDA asked for but unavailable). Errors are one message,
+passes (`docker run IMAGE serve`). Exit status: 0 after a stop (SIGTERM or Ctrl-C), 2 for bad
+arguments or settings, 3 when the model repository cannot be served (missing, empty or broken
+entry, a card the model contradicts, CUDA asked for but unavailable). Errors are one message,
 never a traceback.
+
+Stopping: SIGTERM starts the drain (`service.app.drain_requests`: new requests and readiness get
+503 `shutting_down`, in-flight requests have `shutdown_timeout` seconds, the rest are answered 503),
+then uvicorn closes the socket and the lifespan releases the models. SageMaker and docker compose
+send SIGKILL 30 s after SIGTERM, so the process leaves by `shutdown_timeout + EXIT_MARGIN_S` (24.5 s
+by default) whatever a session run still holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from service import __version__
-from service.app import create_app
+from service.app import create_app, drain_requests
 from service.entries import scan_repository
 from service.errors import StartupError
 from service.http_protocol import ConnectionLimits, protocol_with
@@ -30,6 +39,11 @@ from service.settings import Settings
 
 EXIT_USAGE = 2
 EXIT_STARTUP = 3
+#: Seconds after the drain bound for answering the last requests and releasing the models
+#: (`service.app`: ABORT_SETTLE_S 1 + uvicorn's FINISH_S 1 + RELEASE_TIMEOUT_S 2, and slack).
+EXIT_MARGIN_S = 4.5
+#: Seconds uvicorn gives responses already being written once the drain is over.
+FINISH_S = 1
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        # The drain already waited for requests (`GanServer.main_loop`); this is for responses still
+        # being written to slow readers.
+        timeout_graceful_shutdown=FINISH_S,
         http=protocol_with(connection_limits(settings)),
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=int(settings.keep_alive_timeout_s) or 1,
@@ -117,24 +133,40 @@ def main(argv: list[str] | None = None) -> int:
     # before it started: a no-op one makes that a clean exit 0 instead of death by signal.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _ignore)
-    PageServer(config, page_url(settings.host, settings.port)).run()
+    GanServer(config, app, page_url(settings.host, settings.port), settings.shutdown_timeout).run()
     if app.state.startup_error:
         print(f"gan-serve: {app.state.startup_error}", file=sys.stderr)
         return EXIT_STARTUP
     return 0
 
 
-class PageServer(uvicorn.Server):
-    """Uvicorn's server, which also says where the web page is once it listens."""
+class GanServer(uvicorn.Server):
+    """Uvicorn's server that drains requests before it stops and says where the web page is."""
 
-    def __init__(self, config: uvicorn.Config, page: str) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, page: str, drain_s: float) -> None:
         super().__init__(config)
+        self.app = app
         self.page = page
+        self.drain_s = drain_s
+        self.exit_deadline: threading.Timer | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and not self.should_exit:
             log.info("open %s in a browser for the web page (API docs: %sdocs)", self.page, self.page)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.exit_deadline is None:
+            # A session run cannot be interrupted: past this deadline the process leaves without it.
+            self.exit_deadline = threading.Timer(self.drain_s + EXIT_MARGIN_S, _exit_now, (self.drain_s,))
+            self.exit_deadline.daemon = True
+            self.exit_deadline.start()
+        super().handle_exit(sig, frame)
+
+    async def main_loop(self) -> None:
+        await super().main_loop()
+        # Still listening: new requests get 503 shutting_down instead of a refused connection.
+        await drain_requests(self.app, self.drain_s, lambda: self.force_exit)
 
 
 def page_url(host: str, port: int) -> str:
@@ -155,6 +187,18 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
     )
+
+
+def _exit_now(drain_s: float) -> None:
+    """Leave the process now: the drain and the release overran their bound."""
+    log.error(
+        "exiting %g s after the stop signal with work still running (drain bound %g s)",
+        drain_s + EXIT_MARGIN_S,
+        drain_s,
+    )
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:

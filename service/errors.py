@@ -10,9 +10,11 @@ written for the person who sent the request. `StartupError`s stop the service be
     │   │   ├── TooManyImages           422 too_many_images
     │   │   ├── InvalidLatents          422 invalid_latents
     │   │   ├── InvalidLabel            422 invalid_label
-    │   │   └── WrongModelKind          422 wrong_model_kind
+    │   │   ├── WrongModelKind          422 wrong_model_kind
+    │   │   └── InvalidTiling           422 invalid_tiling (tile or overlap outside the server's bounds)
     │   ├── ModelNotFound               404 model_not_found
     │   ├── UnsupportedMediaType        415 unsupported_media_type
+    │   ├── InvalidJson                 400 invalid_json (a JSON body that does not parse)
     │   ├── InvalidImage                400 invalid_image
     │   │   └── TruncatedImage          400 truncated_image
     │   ├── InvalidCustomAttributes     400 invalid_custom_attributes (SageMaker /invocations)
@@ -21,10 +23,15 @@ written for the person who sent the request. `StartupError`s stop the service be
     │   └── PayloadTooLarge             413 payload_too_large
     │       ├── ImageTooLarge           413 image_too_large
     │       ├── OutputTooLarge          413 output_too_large
-    │       └── ResponseTooLarge        413 response_too_large (SageMaker's 6 MB payload limit)
+    │       ├── ResponseTooLarge        413 response_too_large (SageMaker's 6 MB payload limit)
+    │       └── TooCostly               413 too_costly (more work than one request may bring)
+    │           └── UpscaleTooCostly    413 upscale_too_costly
     ├── QueueFull                       503 queue_full (+ Retry-After)
+    ├── DeadlineExceeded                503 deadline_exceeded (+ Retry-After; past request_timeout_s)
+    ├── ClientClosedRequest             499 client_closed_request (logged; the client is gone)
     ├── NotReady                        503 not_ready
-    │   └── BatcherClosed               503 not_ready (shutting down before the request ran)
+    │   └── ShuttingDown                503 shutting_down (+ Retry-After; SIGTERM received)
+    │       └── BatcherClosed           503 shutting_down (the model stopped taking work)
     ├── InferenceError                  500 inference_failed
     │   └── BatchOutputMismatch         500 inference_failed
     ├── InvocationTimeout               504 invocation_timeout (past the SageMaker mode's time limit)
@@ -86,6 +93,12 @@ class WrongModelKind(InvalidRequest):
     code = "wrong_model_kind"
 
 
+class InvalidTiling(InvalidRequest):
+    """`tile` or `overlap` lies outside the bounds the server lets a request choose."""
+
+    code = "invalid_tiling"
+
+
 class ModelNotFound(RequestError):
     """No model of that name is loaded."""
 
@@ -98,6 +111,13 @@ class UnsupportedMediaType(RequestError):
 
     status_code = 415
     code = "unsupported_media_type"
+
+
+class InvalidJson(RequestError):
+    """The body is not JSON at all (syntax), as opposed to JSON with invalid fields (422)."""
+
+    status_code = 400
+    code = "invalid_json"
 
 
 class InvalidImage(RequestError):
@@ -130,6 +150,18 @@ class OutputTooLarge(PayloadTooLarge):
     """The upscaled image would have more pixels than `max_output_pixels`."""
 
     code = "output_too_large"
+
+
+class TooCostly(PayloadTooLarge):
+    """The request's work is above the server's limit, or would not finish within the request deadline."""
+
+    code = "too_costly"
+
+
+class UpscaleTooCostly(TooCostly):
+    """An upscale's work (tiles x padded tile area) is above `upscale_max_work_pixels` or the deadline."""
+
+    code = "upscale_too_costly"
 
 
 class InvalidCustomAttributes(RequestError):
@@ -207,8 +239,34 @@ class QueueFull(ServiceError):
         self.retry_after = retry_after
 
 
-class BatcherClosed(NotReady):
+class ShuttingDown(NotReady):
+    """The service got its stop signal: new requests, and those still running at the drain bound."""
+
+    code = "shutting_down"
+    #: Seconds: another replica, or this one restarted, can take the request by then.
+    retry_after = 5
+
+
+class BatcherClosed(ShuttingDown):
     """The service is shutting down and stopped taking work before the request ran."""
+
+
+class DeadlineExceeded(ServiceError):
+    """The request ran past `request_timeout_s`; its queued work was dropped: retry after `retry_after`."""
+
+    status_code = 503
+    code = "deadline_exceeded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ClientClosedRequest(ServiceError):
+    """The client disconnected before the answer was ready; its queued work was dropped (nginx's 499)."""
+
+    status_code = 499
+    code = "client_closed_request"
 
 
 class BatchOutputMismatch(InferenceError):

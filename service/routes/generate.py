@@ -11,6 +11,7 @@ With `interpolate`, the images are the frames of a walk from one seed or latent 
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
@@ -160,6 +161,20 @@ class GenerateRequest(BaseModel):
         description=f"layout=animation only: milliseconds per frame (default {DEFAULT_FRAME_MS}; "
         "GIF counts in tens of milliseconds and rounds down)",
     )
+
+    @field_validator("truncation", mode="before")
+    @classmethod
+    def _finite_number(cls, value: object) -> object:
+        # Checked before pydantic's coercion, which would take JSON true as 1.0 and "2" as 2.0, and
+        # would answer NaN with a range message that NaN does not break.
+        if value is None:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            shown = json.dumps(value) if _is_json(value) or isinstance(value, list | dict) else repr(value)
+            raise ValueError(f"truncation must be a number (0.1 .. 100), not {shown}")
+        if not math.isfinite(value):
+            raise ValueError("truncation must be a finite number")
+        return value
 
     @field_validator("label", "labels", mode="before")
     @classmethod

@@ -100,9 +100,38 @@ def test_infinite_latents(client: TestClient) -> None:
     assert error(response, 422, "invalid_latents") == "latents[0] contains NaN or Inf"
 
 
-def test_malformed_json(client: TestClient) -> None:
+def test_malformed_json_is_a_400_not_a_422(client: TestClient) -> None:
+    # Syntax (400) is told apart from well-formed JSON with wrong fields (422), on both front doors.
     response = client.post("/generate", content=b"{not json", headers={"content-type": "application/json"})
-    error(response, 422, "invalid_request")
+    message = error(response, 400, "invalid_json")
+    assert message.startswith("the body is not valid JSON: ") and "character 1" in message
+    response = client.post("/invocations", content=b"{not json", headers={"content-type": "application/json"})
+    assert error(response, 400, "invalid_json").startswith("the body is not valid JSON: ")
+    error(client.post("/generate", json=["a", "list"]), 422, "invalid_request")
+
+
+@pytest.mark.parametrize("value", ["true", "false", '"1.0"', "[1.0]", "{}"])
+def test_truncation_must_be_a_number(client: TestClient, value: str) -> None:
+    body = f'{{"model": "{RGB_GENERATOR}", "truncation": {value}}}'
+    response = client.post("/generate", content=body, headers={"content-type": "application/json"})
+    message = error(response, 422, "invalid_request")
+    assert message == f"body.truncation: truncation must be a number (0.1 .. 100), not {value}"
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_truncation_must_be_finite(client: TestClient, value: str) -> None:
+    body = f'{{"model": "{RGB_GENERATOR}", "truncation": {value}}}'
+    response = client.post("/generate", content=body, headers={"content-type": "application/json"})
+    assert error(response, 422, "invalid_request") == "body.truncation: truncation must be a finite number"
+    response = client.post("/invocations", content=body, headers={"content-type": "application/json"})
+    assert error(response, 422, "invalid_request") == "truncation: truncation must be a finite number"
+
+
+def test_truncation_in_range_still_works(client: TestClient) -> None:
+    for value in (0.1, 2, 100):
+        response = client.post("/generate", json={"model": RGB_GENERATOR, "seed": 1, "truncation": value})
+        assert response.status_code == 200, response.text
+    error(client.post("/generate", json={"truncation": 100.5}), 422, "invalid_request")
 
 
 # /upscale
@@ -213,7 +242,31 @@ def test_invalid_query_parameters(client: TestClient, params: dict[str, Any], fi
 
 def test_unknown_path_and_method(client: TestClient) -> None:
     error(client.get("/nope"), 404, "not_found")
-    error(client.get("/generate"), 405, "method_not_allowed")
+    wrong_method = client.get("/generate")
+    error(wrong_method, 405, "method_not_allowed")
+    assert wrong_method.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/models", "GET"),
+        ("PUT", f"/models/{RGB_GENERATOR}", "GET"),
+        ("GET", "/upscale", "POST"),
+        ("POST", "/health/ready", "GET"),
+        ("GET", "/invocations", "POST"),
+        ("POST", "/ping", "GET"),
+        ("GET", f"/v2/models/{RGB_GENERATOR}/infer", "POST"),
+    ],
+)
+def test_405_says_which_methods_are_allowed(client: TestClient, method: str, path: str, allowed: str) -> None:
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == set(allowed.split(", "))
+    if not path.startswith("/v2"):
+        error(response, 405, "method_not_allowed")
+    else:
+        assert isinstance(response.json()["error"], str)
 
 
 def test_unexpected_error_is_500_without_details(settings: Settings) -> None:
