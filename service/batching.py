@@ -24,11 +24,14 @@ Behaviour, in the words a caller needs:
   working after any error.
 * At most ``max_queue_size`` requests wait (those not yet wholly inside a running batch); the next
   one gets `QueueFull`, which carries a ``retry_after`` estimate in whole seconds (HTTP 503 +
-  ``Retry-After``).
+  ``Retry-After``). None: no limit (`BatchingRunner` admits requests in front instead).
+* A caller that stops waiting (its task cancelled: a deadline, a client that left) takes its rows
+  out of the queue at once; only rows already inside a running batch are still computed.
 * ``close()`` stops intake and lets what is queued finish; ``submit`` then raises `BatcherClosed`.
 
 `BatchingRunner` puts a `DynamicBatcher` behind the service's `ModelRunner` interface (one per
-model), optionally padding batches to a few warmable shapes.
+model), optionally padding batches to a few warmable shapes; its `ModelAdmission` bounds the
+requests in progress and their work (`service.admission`), so the batcher itself is unbounded.
 
 Its errors (`QueueFull`, `BatcherClosed`, `BatchOutputMismatch`) live in the service's one tree,
 `service.errors`.
@@ -49,6 +52,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from service.admission import ModelAdmission
 from service.card import ModelCard
 from service.errors import BatcherClosed, BatchOutputMismatch, QueueFull
 
@@ -125,7 +129,7 @@ class DynamicBatcher:
         *,
         max_batch_size: int = 64,
         max_queue_delay_ms: float = 0.0,
-        max_queue_size: int = 1024,
+        max_queue_size: int | None = 1024,
         max_concurrent_batches: int = 1,
         executor: Executor | None = None,
         name: str = "batcher",
@@ -136,7 +140,7 @@ class DynamicBatcher:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_queue_delay_ms < 0:
             raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms}")
-        if max_queue_size < 1:
+        if max_queue_size is not None and max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
         if max_concurrent_batches < 1:
             raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
@@ -172,7 +176,7 @@ class DynamicBatcher:
             raise BatcherClosed(f"{self.name}: shutting down, not accepting requests")
         if rows.ndim < 1 or rows.shape[0] < 1:
             raise ValueError(f"{self.name}: submit needs at least one row, got shape {rows.shape}")
-        if self._waiting >= self.max_queue_size:
+        if self.max_queue_size is not None and self._waiting >= self.max_queue_size:
             raise QueueFull(
                 f"{self.name}: {self._waiting} requests already queued (max_queue_size "
                 f"{self.max_queue_size}); retry later",
@@ -396,6 +400,10 @@ class BatchingRunner:
     can all be warmed up (cuDNN picks algorithms per shape) and the first real request is not slow.
     The padding rows are computed and thrown away, which is nearly free on a GPU and is why
     padding is off on CPU.
+
+    `max_queue_size` bounds the requests in progress through `admission` (the core admits each
+    request once, whatever number of pieces it submits), not the batcher's queue of pieces: the
+    tiles of one image are many submits but one request.
     """
 
     def __init__(
@@ -413,11 +421,13 @@ class BatchingRunner:
         self.card = inner.card
         self.inner = inner
         self.buckets = batch_buckets(max_batch_size) if pad_to_buckets else ()
+        #: Prices requests by this runner's measured batches (padding included, as it is computed).
+        self.admission = ModelAdmission(inner.card.name, max_requests=max_queue_size)
         self._batcher = DynamicBatcher(
             self._run_batch,
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
-            max_queue_size=max_queue_size,
+            max_queue_size=None,
             executor=executor,
             name=f"model {inner.card.name}",
             batch_size_observer=batch_size_observer,
@@ -444,8 +454,11 @@ class BatchingRunner:
     def _run_batch(self, batch: Array) -> Array:
         rows = len(batch)
         size = next((b for b in self.buckets if b >= rows), rows)
-        if size == rows:
-            return self.inner.run_sync(batch)
-        padded = np.zeros((size, *batch.shape[1:]), batch.dtype)
-        padded[:rows] = batch
-        return self.inner.run_sync(padded)[:rows]
+        if size != rows:
+            padded = np.zeros((size, *batch.shape[1:]), batch.dtype)
+            padded[:rows] = batch
+            batch = padded
+        started = time.perf_counter()
+        output = self.inner.run_sync(batch)
+        self.admission.throughput.observe(batch.size, time.perf_counter() - started)
+        return output[:rows]

@@ -6,11 +6,17 @@ Protocol's `/v2/.../infer` — parses its own input into a `Generation` or a `De
 `service.rendering`. The core picks the model, checks the request against its card and the server's
 limits, draws latents, runs the model through its runner (batched, tiled) and counts what it made;
 it never sees a header, a media type or a response.
+
+Every request has a deadline (`Settings.request_deadline_s` from when it arrived, or from when the
+core got it) and is admitted by its model's queued work (`service.admission`): refused at once,
+before any run, when it could not finish in time. Past the deadline its queued rows and tiles are
+dropped and it ends with 503 `deadline_exceeded`; cancelling it (a client that left) drops them too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
@@ -20,9 +26,19 @@ from typing import TypeVar
 
 import numpy as np
 
+from service.admission import Ticket, Work
 from service.card import ModelCard
 from service.decode import DecodedImage
-from service.errors import InferenceError, InvalidRequest, OutputTooLarge, TooManyImages
+from service.errors import (
+    DeadlineExceeded,
+    InferenceError,
+    InvalidRequest,
+    InvalidTiling,
+    OutputTooLarge,
+    TooCostly,
+    TooManyImages,
+    UpscaleTooCostly,
+)
 from service.labels import generator_input, resolve_labels
 from service.latents import (
     InterpolationMethod,
@@ -38,7 +54,7 @@ from service.repository import ModelRepository
 from service.runner import run_in_chunks
 from service.sessions import LoadedModel
 from service.settings import Settings
-from service.tiling import upscale_alpha, upscale_color, upscaled_size
+from service.tiling import UpscaleWork, upscale_alpha, upscale_color, upscale_work, upscaled_size
 
 T = TypeVar("T")
 
@@ -79,6 +95,9 @@ class Generation:
     label: int | str | None = None
     labels: Sequence[int | str] | np.ndarray | None = None
     interpolation: Interpolation | None = None
+    #: When the answer is due, in event-loop time (`loop.time()`); None: the server's request
+    #: deadline from when the core gets the request.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,11 +134,23 @@ class GeneratedImages:
 
 @dataclass(frozen=True)
 class UpscaleJob:
-    """How to upscale: the model and the tiling (None: the server's setting)."""
+    """How to upscale: the model and the tiling (None: the server's setting), and when it is due."""
 
     model: str | None = None
     tile: int | None = None
     overlap: int | None = None
+    #: As `Generation.deadline`.
+    deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class UpscalePlan:
+    """An upscale checked against the server's limits: the model, the tiling and what it costs."""
+
+    model: LoadedModel
+    tile: int
+    overlap: int
+    cost: UpscaleWork
 
 
 @dataclass(frozen=True)
@@ -154,6 +185,10 @@ class InferenceCore:
     #: Worker threads for CPU-side image work (the alpha plane's resize).
     image_pool: Executor
 
+    def __post_init__(self) -> None:
+        for name, model in self.repository.models.items():
+            self.metrics.queued_work_seconds.labels(name).set_function(model.runner.admission.queued_seconds)
+
     async def generate(self, request: Generation) -> GeneratedImages:
         """Draw or check the latents, add the classes, run the generator; the images as values."""
         model = self.repository.get(request.model, "generator")
@@ -180,9 +215,13 @@ class InferenceCore:
                 latents = draw_latents(
                     seed, n, card.latent_size, card.latent_distribution, request.truncation
                 )
-        raw, seconds = await self._timed(
-            model, run_in_chunks(model.runner, generator_input(latents, labels, card))
-        )
+        deadline = self._deadline(request.deadline)
+        inputs = generator_input(latents, labels, card)
+        fixed_batch = card.input_shape[0]
+        work = Work(elements=inputs.size, runs=1 if fixed_batch is None else max(1, n // fixed_batch))
+        advice = f"ask for fewer images than {n}"
+        with self._admit(model, work, deadline, f"generating {n} images", advice, TooCostly):
+            raw, seconds = await self._timed(model, deadline, run_in_chunks(model.runner, inputs))
         self.metrics.images_generated.labels(card.name).inc(n)
         return GeneratedImages(
             model=model,
@@ -214,28 +253,90 @@ class InferenceCore:
         )
         return interpolate_latents(start, end, walk.steps, walk.method)
 
-    async def upscale(self, image: DecodedImage, job: UpscaleJob) -> UpscaledImage:
-        """Upscale the colour tile by tile with the model and the alpha plane bicubically."""
+    def plan_upscale(self, job: UpscaleJob, width: int, height: int, channels: int = 3) -> UpscalePlan:
+        """Check an upscale of a width x height image against the server's limits, before any work.
+
+        Front doors call it with the image header's size to refuse before decoding; `upscale`
+        calls it again with the decoded image.
+        """
         model = self.repository.get(job.model, "upscaler")
         card = model.card
         assert card.scale is not None
-        out_height, out_width = upscaled_size(card, image.height, image.width)
+        out_height, out_width = upscaled_size(card, height, width)
         if out_height * out_width > self.settings.max_output_pixels:
             raise OutputTooLarge(
-                f"a {image.width}x{image.height} image upscaled x{card.scale} would be "
+                f"a {width}x{height} image upscaled x{card.scale} would be "
                 f"{out_width}x{out_height} = {out_width * out_height} pixels; the limit is "
                 f"{self.settings.max_output_pixels} pixels"
             )
-        tile = self.settings.tile_size if job.tile is None else job.tile
-        overlap = self.settings.tile_overlap if job.overlap is None else job.overlap
-        (color, tiles), seconds = await self._timed(
-            model, upscale_color(image.color, model.runner, tile=tile, overlap=overlap)
-        )
+        tile, overlap = self._tiling(job, width, height)
+        cost = upscale_work(card, height, width, channels, tile, overlap)
+        limit = self.settings.upscale_max_work_pixels
+        if cost.padded_pixels > limit:
+            tiling = (
+                "untiled" if cost.tiles == 1 else f"in {cost.tiles} tiles of {tile} with overlap {overlap}"
+            )
+            raise UpscaleTooCostly(
+                f"upscaling this {width}x{height} image {tiling} runs {cost.padded_pixels:,} input pixels "
+                f"through the model (overlaps included); this server's limit is {limit:,} per request: "
+                "send a smaller image, or use a larger tile or a smaller overlap"
+            )
+        return UpscalePlan(model=model, tile=tile, overlap=overlap, cost=cost)
+
+    def _tiling(self, job: UpscaleJob, width: int, height: int) -> tuple[int, int]:
+        """The tile and overlap to use: the request's, within the server's bounds, else the server's own."""
+        settings = self.settings
+        low, high = settings.upscale_min_tile, settings.upscale_max_tile
+        tile = settings.tile_size if job.tile is None else job.tile
+        if job.tile == 0 and width * height > settings.upscale_untiled_max_pixels:
+            raise InvalidTiling(
+                f"tile=0 (no tiling) is allowed for images of up to {settings.upscale_untiled_max_pixels:,} "
+                f"pixels; this one is {width}x{height} = {width * height:,}: leave tile out for the "
+                f"server's {settings.tile_size}, or choose one from {low} to {high}"
+            )
+        if job.tile and not low <= job.tile <= high:
+            raise InvalidTiling(f"tile={job.tile} is outside the {low} to {high} pixels this server allows")
+        most = math.floor(tile * settings.upscale_max_overlap_ratio)
+        if job.overlap is None:
+            # The server's overlap shrinks to fit a small tile the request chose.
+            overlap = settings.tile_overlap if job.tile is None else min(settings.tile_overlap, most)
+        else:
+            overlap = job.overlap
+            if tile and overlap > most:
+                raise InvalidTiling(
+                    f"overlap={overlap} is more than {settings.upscale_max_overlap_ratio:g} of tile {tile} "
+                    f"({most} pixels), the most this server allows: use a smaller overlap or a larger tile"
+                )
+        return tile, overlap
+
+    async def upscale(self, image: DecodedImage, job: UpscaleJob) -> UpscaledImage:
+        """Upscale the colour tile by tile with the model and the alpha plane bicubically."""
+        deadline = self._deadline(job.deadline)
+        plan = self.plan_upscale(job, image.width, image.height, image.color.shape[2])
+        model, card = plan.model, plan.model.card
+        assert card.scale is not None
+        what = f"this {image.width}x{image.height} upscale ({plan.cost.tiles} tiles)"
+        advice = "send a smaller image, or use a larger tile or a smaller overlap"
+        with self._admit(model, plan.cost.work, deadline, what, advice, UpscaleTooCostly) as ticket:
+            tiles_upscaled = self.metrics.tiles_upscaled.labels(card.name)
+
+            def tile_done(elements: int) -> None:
+                ticket.done(elements)
+                tiles_upscaled.inc()
+
+            (color, tiles), seconds = await self._timed(
+                model,
+                deadline,
+                upscale_color(
+                    image.color, model.runner, tile=plan.tile, overlap=plan.overlap, on_tile=tile_done
+                ),
+            )
         pixels = color
         if image.alpha is not None:
             loop = asyncio.get_running_loop()
             alpha = await loop.run_in_executor(self.image_pool, upscale_alpha, image.alpha, card.scale)
             pixels = np.concatenate([color, alpha[..., None]], axis=2)
+        out_height, out_width = upscaled_size(card, image.height, image.width)
         self.metrics.pixels_upscaled.labels(card.name).inc(out_height * out_width)
         return UpscaledImage(
             model=model,
@@ -245,11 +346,59 @@ class InferenceCore:
             inference_seconds=seconds,
         )
 
-    async def _timed(self, model: LoadedModel, work: Awaitable[T]) -> tuple[T, float]:
-        """Await the model's work, counted in `gan_serve_model_runs_in_flight` and timed."""
+    def deadline(self) -> float:
+        """A request arriving now is due at this event-loop time."""
+        return asyncio.get_running_loop().time() + self.settings.request_deadline_s
+
+    def _deadline(self, due: float | None) -> float:
+        return self.deadline() if due is None else due
+
+    def _admit(
+        self,
+        model: LoadedModel,
+        work: Work,
+        deadline: float,
+        what: str,
+        advice: str,
+        too_costly: type[TooCostly],
+    ) -> Ticket:
+        """Reserve the model for `work`, or refuse at once if it cannot be done by `deadline`."""
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise self._past_deadline(model)
+        return model.runner.admission.admit(
+            work, left, self.settings.request_deadline_s, what=what, advice=advice, too_costly=too_costly
+        )
+
+    def _past_deadline(self, model: LoadedModel) -> DeadlineExceeded:
+        retry_after = max(1, math.ceil(model.runner.admission.queued_seconds()))
+        return DeadlineExceeded(
+            f"not done within {self.settings.request_deadline_s:g} s, the most a request may take here; "
+            f"its queued work was dropped: retry after {retry_after} s, or ask for less",
+            retry_after=retry_after,
+        )
+
+    async def _timed(self, model: LoadedModel, deadline: float, work: Awaitable[T]) -> tuple[T, float]:
+        """Await the model's work until `deadline`, counted in `gan_serve_model_runs_in_flight` and timed.
+
+        Past the deadline the work is cancelled (its queued rows and tiles leave the batcher) and the
+        request ends with `DeadlineExceeded`; cancelled from outside, it is counted and re-raised.
+        """
         started = time.perf_counter()
-        with self.metrics.model_runs_in_flight.labels(model.card.name).track_inprogress():
-            result = await work
+        name = model.card.name
+        timeout = asyncio.timeout_at(deadline)
+        with self.metrics.model_runs_in_flight.labels(name).track_inprogress():
+            try:
+                async with timeout:
+                    result = await work
+            except TimeoutError:
+                if not timeout.expired():
+                    raise
+                self.metrics.cancelled_requests.labels(name, "deadline").inc()
+                raise self._past_deadline(model) from None
+            except asyncio.CancelledError:
+                self.metrics.cancelled_requests.labels(name, "cancelled").inc()
+                raise
         return result, time.perf_counter() - started
 
 

@@ -123,6 +123,26 @@ class ServiceMetrics:
             buckets=INFERENCE_BUCKETS,
             registry=self.registry,
         )
+        self.tiles_upscaled = Counter(
+            "gan_serve_tiles_upscaled",
+            "Upscale tiles run through the model, by model (a cancelled request stops adding to it)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.cancelled_requests = Counter(
+            "gan_serve_cancelled_requests",
+            "Requests whose queued work was dropped, by model and reason (deadline: past "
+            "request_timeout_s; cancelled: the client left or an outer time limit ended it)",
+            ["model", "reason"],
+            registry=self.registry,
+        )
+        self.queued_work_seconds = Gauge(
+            "gan_serve_queued_work_seconds",
+            "Estimated seconds of admitted work not yet done, by model (what admission compares with "
+            "each request's deadline)",
+            ["model"],
+            registry=self.registry,
+        )
         self.ready = Gauge("gan_serve_ready", "1 once every model is loaded and warm", registry=self.registry)
 
     def render(self) -> bytes:

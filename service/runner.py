@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from service.admission import ModelAdmission
 from service.batching import Observer
 from service.card import ModelCard
 from service.errors import InferenceError
@@ -30,6 +31,8 @@ class ModelRunner(Protocol):
     """Runs one model on a batch: `inputs` in the card's input layout, output in its output layout."""
 
     card: ModelCard
+    #: The model's admitted work and measured throughput (`service.admission`).
+    admission: ModelAdmission
 
     async def run(self, inputs: np.ndarray) -> np.ndarray: ...
 
@@ -55,6 +58,8 @@ class SessionRunner:
         self._device_id = device_id
         #: Sees the seconds of each session run (`gan_serve_inference_seconds`), once warm.
         self.run_observer: Observer | None = None
+        #: Prices requests by this session's measured runs (warm-up included, its first run not).
+        self.admission = ModelAdmission(card.name)
 
     async def run(self, inputs: np.ndarray) -> np.ndarray:
         """Check `inputs` against the card, then run the session off the event loop."""
@@ -72,8 +77,10 @@ class SessionRunner:
             raise InferenceError(
                 f"model {self.card.name} failed on input shape {list(inputs.shape)}"
             ) from exc
+        elapsed = time.perf_counter() - started
+        self.admission.throughput.observe(inputs.size, elapsed)
         if self.run_observer is not None:
-            self.run_observer.observe(time.perf_counter() - started)
+            self.run_observer.observe(elapsed)
         self._check(output, self.card.output_shape, "output")
         if output.shape[0] != inputs.shape[0]:
             raise InferenceError(

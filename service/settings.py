@@ -101,6 +101,45 @@ class Settings(BaseSettings):
     )
     tile_size: int = Field(default=256, ge=0, description="upscale tile edge in input pixels (0: no tiling)")
     tile_overlap: int = Field(default=16, ge=0, description="context pixels around each tile")
+    upscale_min_tile: int = Field(
+        default=64,
+        ge=16,
+        description="smallest tile edge a request may ask for: below it per-run overhead and the overlap "
+        "dominate the work",
+    )
+    upscale_max_tile: int = Field(
+        default=512,
+        ge=16,
+        le=4096,
+        description="largest tile edge a request may ask for: one run's activations grow with its area "
+        "(~8 KB per input pixel for SRGAN x4 fp32)",
+    )
+    upscale_max_overlap_ratio: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="most overlap a request may ask for, as a fraction of its tile edge (0.25: each run "
+        "does at most 2.25x its tile's work)",
+    )
+    upscale_untiled_max_pixels: int = Field(
+        default=512 * 512,
+        ge=1,
+        description="largest image (width x height) a request may upscale untiled (tile=0): one run, "
+        "no bigger than the largest tile",
+    )
+    upscale_max_work_pixels: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1,
+        description="most input pixels one upscale may run through the model, tile overlaps included "
+        "(413 upscale_too_costly above)",
+    )
+    request_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="seconds a request may take before 503 deadline_exceeded (default: the SageMaker "
+        "mode's time limit less 10 s: 50 s real-time)",
+    )
 
     io_binding: bool | None = Field(
         default=None,
@@ -126,7 +165,9 @@ class Settings(BaseSettings):
         description="longest a request waits for others to fill its batch (0: only while the model is busy)",
     )
     max_queue_size: int = Field(
-        default=256, ge=1, description="requests waiting per model before 503 with Retry-After"
+        default=256,
+        ge=1,
+        description="requests in progress (queued or running) per model before 503 with Retry-After",
     )
     pad_batches: bool | None = Field(
         default=None,
@@ -246,6 +287,15 @@ class Settings(BaseSettings):
         return SageMakerLimits(mode, payload, self.invocation_timeout_s or SAGEMAKER_TIMEOUTS[mode])
 
     @property
+    def request_deadline_s(self) -> float:
+        """Seconds a request may take: `request_timeout_s`, else the mode's time limit less 10 s."""
+        limit = self.sagemaker_limits.timeout_s
+        if self.request_timeout_s is not None:
+            return min(self.request_timeout_s, limit)
+        # 10 s to answer and be logged before SageMaker stops waiting; limits of 10 s or less keep it all.
+        return max(limit - 10, min(limit, 10))
+
+    @property
     def encode_threads(self) -> int:
         """Encode pool size: `encode_workers`, or one thread per core when it is 0."""
         return self.encode_workers or os.cpu_count() or 1
@@ -254,6 +304,17 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.tile_size and self.tile_size < 16:
             raise ValueError("tile_size must be 0 (no tiling) or at least 16")
+        if self.upscale_min_tile > self.upscale_max_tile:
+            raise ValueError(
+                f"upscale_min_tile ({self.upscale_min_tile}) is above upscale_max_tile "
+                f"({self.upscale_max_tile})"
+            )
+        limits = self.sagemaker_limits
+        if self.request_timeout_s is not None and self.request_timeout_s > limits.timeout_s:
+            raise ValueError(
+                f"request_timeout_s ({self.request_timeout_s:g}) must not exceed the {limits.mode} mode's "
+                f"time limit of {limits.timeout_s:g} s; off SageMaker, raise invocation_timeout_s with it"
+            )
         if any(not 1 <= b <= 4096 for b in self.warmup_batch_sizes):
             raise ValueError("warmup_batch_sizes must each be between 1 and 4096")
         return self

@@ -5,21 +5,27 @@ tile's core is kept from the output, so seams vanish once the overlap covers the
 field (and stay below one grey level in practice with less). Up to `TILES_IN_FLIGHT` tiles of one
 image are submitted at once, so a batching runner merges same-size tiles (of this image and of
 concurrent ones) into one session run; a failing tile fails the whole request, with the tile named
-in the message, and the image's other tiles are cancelled.
+in the message, and the image's other tiles are cancelled. Errors that are not the model's (a full
+queue, a shutdown) and cancellation (a deadline, a client that left) pass through unchanged, so
+they keep their own status; cancelling the request takes its queued tiles out of the batcher.
+
+`upscale_work` prices an upscale from the image's size alone, before any pixel is decoded: its
+tiles, the input pixels they run (overlaps included) and the model input elements.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from service.admission import Work
 from service.card import ModelCard
-from service.errors import InferenceError, InvalidRequest, ServiceError
+from service.errors import InferenceError, InvalidRequest
 from service.pixels import from_uint8, to_uint8
 from service.runner import ModelRunner, run_in_chunks
 
@@ -65,6 +71,37 @@ def tile_image(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
     return tiles
 
 
+@dataclass(frozen=True)
+class UpscaleWork:
+    """What upscaling one image costs: tiles, input pixels run (overlaps included), model work."""
+
+    tiles: int
+    padded_pixels: int
+    work: Work
+
+
+def upscale_work(
+    card: ModelCard, height: int, width: int, channels: int, tile: int, overlap: int
+) -> UpscaleWork:
+    """The cost of upscaling a height x width image of `channels` colour channels with this tiling."""
+    assert card.input_channels is not None
+    tiles = tile_image(height, width, tile, overlap)
+    padded = sum(
+        (piece.context_bottom - piece.context_top) * (piece.context_right - piece.context_left)
+        for piece in tiles
+    )
+    return UpscaleWork(
+        tiles=len(tiles),
+        padded_pixels=padded,
+        work=Work(elements=padded * _rows(card, channels) * card.input_channels, runs=len(tiles)),
+    )
+
+
+def _rows(card: ModelCard, channels: int) -> int:
+    """Batch rows per tile: a 1-channel model runs each channel of an RGB image as its own row."""
+    return channels if card.input_channels == 1 else 1
+
+
 def upscaled_size(card: ModelCard, height: int, width: int) -> tuple[int, int]:
     """Output height and width of `card`'s upscaler on a height x width input."""
     assert card.scale is not None
@@ -72,13 +109,18 @@ def upscaled_size(card: ModelCard, height: int, width: int) -> tuple[int, int]:
 
 
 async def upscale_color(
-    color: np.ndarray, runner: ModelRunner, *, tile: int, overlap: int
+    color: np.ndarray,
+    runner: ModelRunner,
+    *,
+    tile: int,
+    overlap: int,
+    on_tile: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Upscale (H, W, 1 or 3) uint8 pixels tile by tile; return the pixels and the number of tiles.
 
     A 3-channel model given a grayscale image sees it replicated to RGB and its output is turned
     back to gray (ITU-R 601 luma, as Pillow does); a 1-channel model given an RGB image upscales
-    each channel as its own image.
+    each channel as its own image. `on_tile` hears the model input elements of each tile done.
     """
     card = runner.card
     assert card.scale is not None and card.input_channels is not None
@@ -97,7 +139,9 @@ async def upscale_color(
         async with window:
             try:
                 upscaled = await _run_tile(region, runner)
-            except ServiceError as exc:
+            except InferenceError as exc:
+                # Only the model's own failures are named after the tile; a full queue or a
+                # shutdown keeps its 503, and cancellation is not an Exception at all.
                 raise InferenceError(
                     f"tile {index + 1} of {len(tiles)} (input rows {piece.top}-{piece.bottom}, "
                     f"columns {piece.left}-{piece.right}) failed: {exc.message}"
@@ -108,6 +152,8 @@ async def upscale_color(
             top : top + (piece.bottom - piece.top) * scale, left : left + (piece.right - piece.left) * scale
         ]
         out[piece.top * scale : piece.bottom * scale, piece.left * scale : piece.right * scale] = core
+        if on_tile is not None:
+            on_tile(region.shape[0] * region.shape[1] * _rows(card, channels) * card.input_channels)
 
     await _all_or_first_error([run_one(i, piece) for i, piece in enumerate(tiles)])
     return out, len(tiles)

@@ -2,16 +2,24 @@
 
 The request middleware already refuses a body whose declared Content-Length is above the limit;
 `read_body` counts what actually arrives, so chunked bodies and per-request limits are held too.
+Once the body is read, `unless_disconnected` watches the connection while the work runs: a client
+that leaves has its work cancelled (its queued rows and tiles leave the batcher) and is logged 499.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from fastapi import Request
 from starlette.datastructures import UploadFile
-from starlette.types import Message
+from starlette.types import Message, Receive
 
 from service.decode import check_media_type, media_type
-from service.errors import InvalidImage, PayloadTooLarge
+from service.errors import ClientClosedRequest, InvalidImage, PayloadTooLarge
+
+T = TypeVar("T")
 
 MULTIPART = "multipart/form-data"
 
@@ -54,3 +62,33 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, str | None]:
         await form.close()
     # Browsers and curl label unknown files application/octet-stream: the bytes decide then.
     return data, upload.content_type
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`; if the client disconnects first, cancel it and raise `ClientClosedRequest` (499).
+
+    Call it once the body has been read: from then on the ASGI receive channel has nothing to say
+    but `http.disconnect`, so waiting on it costs no polling.
+    """
+    job = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnect(request.receive))
+    try:
+        await asyncio.wait((job, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Whichever way this ends (an answer, a disconnect, this request cancelled), stop the rest.
+        watch.cancel()
+        answered = job.done()
+        if not answered:
+            job.cancel()
+            await asyncio.gather(job, watch, return_exceptions=True)
+    if not answered:
+        raise ClientClosedRequest(
+            "the client closed the connection before the answer was ready; its queued work was dropped"
+        )
+    return job.result()
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return once the ASGI server reports that the client has gone."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

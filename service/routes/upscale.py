@@ -1,13 +1,18 @@
 """`POST /upscale`: an image in (raw body or multipart `file`), the upscaled image out.
 
-`serve_upscale` is the whole bytes → rendered path, for this route and SageMaker's `/invocations`.
+`serve_upscale` is the whole bytes → rendered path, for this route and SageMaker's `/invocations`:
+the image header's size is checked against the server's limits (tiling bounds, output size, work)
+before a pixel is decoded, and the request's deadline runs from when it arrived.
 """
 
 from __future__ import annotations
 
+import io
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.decode import IMAGE_MEDIA_TYPES, check_media_type, decode_image
@@ -18,7 +23,7 @@ from service.inference import UpscaleJob
 from service.rendering import Rendered, Rendering, check_still_format, prefers_json, render_upscaled
 from service.responses import error_responses
 from service.state import ServiceState
-from service.uploads import MULTIPART, read_upload
+from service.uploads import MULTIPART, read_upload, unless_disconnected
 
 router = APIRouter(tags=["inference"])
 
@@ -36,10 +41,15 @@ class UpscaleOptions(BaseModel):
         default=None,
         ge=0,
         le=4096,
-        description="tile edge in input pixels; 0 disables tiling (default: server)",
+        description="tile edge in input pixels, within the server's bounds (by default 64 to 512); 0 "
+        "disables tiling, for images up to the server's untiled limit (default: server)",
     )
     overlap: int | None = Field(
-        default=None, ge=0, le=256, description="context pixels around each tile (default: server)"
+        default=None,
+        ge=0,
+        le=256,
+        description="context pixels around each tile, at most a fraction of it (by default a quarter) "
+        "(default: server)",
     )
 
     @field_validator("tile")
@@ -103,12 +113,22 @@ async def serve_upscale(
     rendering: Rendering,
     state: ServiceState,
     facts: RequestFacts,
+    deadline: float | None = None,
 ) -> Rendered:
-    """Decode the uploaded image, upscale it as `options` say, and render it as `rendering` says."""
+    """Decode the uploaded image, upscale it as `options` say, and render it as `rendering` says.
+
+    `deadline` (event-loop time) is when the answer is due; None: the server's deadline from now.
+    """
     check_media_type(content_type)
+    job = replace(upscale_job(options), deadline=deadline if deadline is not None else state.core.deadline())
+    size = await state.in_encode_pool(header_size, data)
+    if size is not None and size[0] * size[1] <= state.settings.max_image_pixels:
+        # Refused from the header alone: a too costly request never costs its decode (an image
+        # above max_image_pixels is decode_image's to refuse, as image_too_large).
+        state.core.plan_upscale(job, *size)
     image = await state.in_encode_pool(decode_image, data, state.settings.max_image_pixels)
     check_still_format(rendering.format, image.alpha is not None)
-    result = await state.core.upscale(image, upscale_job(options))
+    result = await state.core.upscale(image, job)
     facts.model = result.card.name
     return await state.in_encode_pool(render_upscaled, result, rendering)
 
@@ -128,6 +148,18 @@ async def upscale(
     accept: AcceptHeader = None,
 ) -> Response:
     """Upscale a PNG, JPEG or WebP image; large images run in overlapping tiles."""
+    deadline = state.core.deadline()
     data, content_type = await read_upload(request, state.settings.max_body_bytes)
     rendering = state.rendering(options.format, "json" if prefers_json(accept) else "auto")
-    return (await serve_upscale(data, content_type, options, rendering, state, facts)).response()
+    work = serve_upscale(data, content_type, options, rendering, state, facts, deadline)
+    return (await unless_disconnected(request, work)).response()
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """The image's (width, height) from its header alone; None when unreadable (decoding says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:  # Anything wrong with the bytes is `decode_image`'s to name, with its own error.
+        return None
+    return width, height

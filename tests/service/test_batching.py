@@ -449,9 +449,9 @@ def test_tiles_of_one_image_are_batched_together(settings: Settings) -> None:
     with TestClient(create_app(tiled)) as upscaling:
         r = upscaling.post(
             "/upscale",
-            content=png_bytes(random_pixels(96, 96, 3)),
+            content=png_bytes(random_pixels(192, 192, 3)),
             headers={"content-type": "image/png"},
-            params={"tile": 32, "overlap": 12},
+            params={"tile": 64, "overlap": 16},
         )
         assert r.status_code == 200, r.text
         assert r.headers["x-tiles"] == "9"
