@@ -133,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     # before it started: a no-op one makes that a clean exit 0 instead of death by signal.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _ignore)
-    GanServer(config, app, page_url(settings.host, settings.port), settings.shutdown_timeout).run()
+    server = GanServer(config, app, page_url(settings.host, settings.port), settings.shutdown_timeout)
+    try:
+        server.run()
+    except SystemExit:
+        # Uvicorn exits on a failed startup; the last line says why, as every other refusal does.
+        if not app.state.startup_error:
+            raise
     if app.state.startup_error:
         print(f"gan-serve: {app.state.startup_error}", file=sys.stderr)
         return EXIT_STARTUP

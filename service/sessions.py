@@ -4,7 +4,9 @@
 
 1. `open_session`: create the session on CUDA or the CPU, check the providers it really got (fail
    for device=cuda, fall back with a warning for device=auto), and drop the fp16 graph off CUDA;
-2. `check_io`: the card's input and output names and ranks against the graph;
+2. `check_io`: the card's input and output names and ranks against the graph; `check_card`: the
+   card's input fields against the graph's input, then one probe run's output against every shape
+   field and the output range (`service.card_check`), so a card that lies stops startup;
 3. `make_runner`: a `SessionRunner`, wrapped in a `BatchingRunner` when batching is on and the
    graph's batch axis is dynamic;
 4. `warm_up`: run the shapes requests will bring, so no client meets a cold session;
@@ -26,6 +28,7 @@ import onnxruntime as ort
 
 from service.batching import BatchingRunner, SyncModelRunner
 from service.card import ModelCard, ModelKind, content_version
+from service.card_check import check_inputs, check_outputs, probe_inputs
 from service.entries import EntryFiles
 from service.errors import InferenceError, ModelLoadError, ProviderUnavailable
 from service.labels import generator_input_width
@@ -106,6 +109,7 @@ def load_model(
     card = entry.card
     opened = open_session(entry, settings, cuda=cuda)
     check_io(card, opened.session)
+    check_card(card, opened.session)
     session_runner, runner, warm, buckets = make_runner(opened, card, settings, executor, metrics)
     warmup_ms = warm_up(warm, settings, buckets)
     if metrics is not None:
@@ -210,6 +214,22 @@ def check_io(card: ModelCard, session: ort.InferenceSession) -> None:
         problems.append(f"output {card.output_name!r} not in the graph's {sorted(outputs)}")
     if problems:
         raise ModelLoadError(f"model entry {card.name}: card and graph disagree: {'; '.join(problems)}")
+
+
+def check_card(card: ModelCard, session: ort.InferenceSession) -> None:
+    """Refuse a card the graph's input or one probe run's output contradicts (`service.card_check`)."""
+    graph_input = next(i for i in session.get_inputs() if i.name == card.input_name)
+    check_inputs(card, graph_input.shape)
+    inputs = probe_inputs(card)
+    try:
+        output = session.run([card.output_name], {card.input_name: inputs})[0]
+    except Exception as exc:
+        # onnxruntime's own words say what broke; a traceback would say nothing more to an operator.
+        raise ModelLoadError(
+            f"model entry {card.name}: the model fails on the input its card describes "
+            f"(float32 {list(inputs.shape)}; check input_shape, input_channels and layout): {exc}"
+        ) from exc
+    check_outputs(card, inputs, np.asarray(output))
 
 
 def make_runner(

@@ -1,9 +1,13 @@
-"""Startup: broken repositories refuse to start with a message naming the entry; settings; defaults."""
+"""Startup: broken repositories and lying cards refuse to start, naming the entry; settings; defaults."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,8 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.errors import ModelsDirMissing, StartupError
 from service.settings import Settings
-from tests.service.conftest import GRAY_GENERATOR, RGB_GENERATOR, UPSCALER
+from tests.service.conftest import FLAT_GENERATOR, GRAY_GENERATOR, RGB_GENERATOR, UPSCALER
+from tests.service.onnx_models import write_conditional_entry
 from tests.service.sample_images import png_bytes, random_pixels
 
 
@@ -165,3 +170,134 @@ def test_a_failing_tile_fails_the_request(small_repo: Path) -> None:
         assert large.json()["error"]["message"].startswith(
             "tile 1 of 9 (input rows 0-16, columns 0-16) failed:"
         )
+
+
+# Cards that lie about the model: refused at startup, naming the model, the field and both values.
+
+
+def lie(entry: Path, **fields: Any) -> None:
+    """Rewrite some fields of `entry`'s card, as a hand edit or a buggy exporter would."""
+    card_path = entry / "model.json"
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, **fields}))
+
+
+def refusal(models: Path) -> str:
+    """The one-message startup refusal of the repository at `models`."""
+    return start(models, tile_size=32, warmup_batch_sizes=[1])
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "expected"),
+    [
+        (
+            RGB_GENERATOR,
+            {"height": 32, "output_shape": [None, 32, 16, 3]},
+            "height: the card says 32, the model gives 16",
+        ),
+        (
+            RGB_GENERATOR,
+            {"width": 20, "output_shape": [None, 16, 20, 3]},
+            "width: the card says 20, the model gives 16",
+        ),
+        (RGB_GENERATOR, {"channels": 1}, "channels: the card says 1, the model gives 3"),
+        (RGB_GENERATOR, {"layout": "NCHW"}, "layout: the card says NCHW, the model gives NHWC"),
+        (RGB_GENERATOR, {"flat_output": True}, "flat_output: the card says true"),
+        (FLAT_GENERATOR, {"flat_output": False}, "flat_output: the card says false (an image tensor)"),
+        (
+            FLAT_GENERATOR,
+            {"height": 10},
+            "height x width x channels: the card says 10 x 10 x 3 = 300 values per image "
+            "(flat_output), the model gives 360 values per image",
+        ),
+        (FLAT_GENERATOR, {"channels": 1}, "the card says 12 x 10 x 1 = 120 values per image"),
+        (
+            RGB_GENERATOR,
+            {"output_shape": [None, 8, 8, 3]},
+            "output_shape: the card says [?, 8, 8, 3], the model gives [8, 16, 16, 3]",
+        ),
+        (
+            RGB_GENERATOR,
+            {"latent_size": 8, "input_shape": [None, 8]},
+            "latent_size: the card says 8 = 8 values per row, the model gives 16",
+        ),
+        (UPSCALER, {"scale": 2}, "scale: the card says 2, the model gives x4"),
+        (UPSCALER, {"channels": 1}, "channels: the card says 1, the model gives 3"),
+        (UPSCALER, {"input_channels": 1}, "input_channels: the card says 1, the model gives 3"),
+        (UPSCALER, {"layout": "NCHW"}, "layout: the card says NCHW, the model gives NHWC"),
+    ],
+)
+def test_a_card_contradicting_its_model_stops_startup(
+    small_repo: Path, repo: Path, name: str, fields: dict[str, Any], expected: str
+) -> None:
+    if not (small_repo / name).exists():
+        shutil.copytree(repo / name, small_repo / name)
+    lie(small_repo / name, **fields)
+    message = refusal(small_repo)
+    assert message.startswith(f"model entry {name}: card and model disagree on "), message
+    assert expected in message, message
+
+
+@pytest.mark.parametrize(
+    ("output_range", "why"),
+    [
+        # tanh values under a [0, 255] card: every pixel would map to 0 or 1, a black image.
+        ({"low": 0, "high": 255}, "less than 2% of the range"),
+        # tanh values under a [0, 1] card: the negative half would be clipped to black.
+        ({"low": 0, "high": 1}, "more than 5% of the range outside it"),
+    ],
+)
+def test_a_wrong_output_range_stops_startup(
+    small_repo: Path, output_range: dict[str, float], why: str
+) -> None:
+    lie(small_repo / RGB_GENERATOR, output_range=output_range)
+    message = refusal(small_repo)
+    says = f"[{output_range['low']:g}, {output_range['high']:g}]"
+    assert message.startswith(
+        f"model entry {RGB_GENERATOR}: card and model disagree on output_range: the card says {says}, "
+        "the model gives values in ["
+    ), message
+    assert why in message and "random latents" in message
+
+
+def test_a_wrong_upscaler_output_range_stops_startup(small_repo: Path) -> None:
+    lie(small_repo / UPSCALER, output_range={"low": 0, "high": 255})
+    message = refusal(small_repo)
+    assert f"model entry {UPSCALER}: card and model disagree on output_range" in message
+    assert "a smooth test image" in message
+
+
+def test_honest_cards_start_and_serve(small_repo: Path, repo: Path) -> None:
+    # The checks pass every honest entry the other tests serve, conditional ones included.
+    shutil.copytree(repo / FLAT_GENERATOR, small_repo / FLAT_GENERATOR)
+    write_conditional_entry(small_repo, "digits", 6, 8, 10)
+    settings = Settings(models_dir=small_repo, tile_size=32, warmup_batch_sizes=[1])
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health/ready").status_code == 200
+        assert client.post("/generate", json={"model": "digits", "label": 3}).status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_gan_serve_refuses_a_lying_card_in_one_line(small_repo: Path) -> None:
+    lie(small_repo / RGB_GENERATOR, height=32, output_shape=[None, 32, 16, 3])
+    script = Path(sys.executable).parent / "gan-serve"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+    done = subprocess.run(
+        [*command, "--models", str(small_repo), "--port", str(free_port()), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GAN_SERVE_LOG_FORMAT": "text"},
+    )
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr + done.stdout
+    expected = (
+        f"gan-serve: model entry {RGB_GENERATOR}: card and model disagree on height: "
+        "the card says 32, the model gives 16"
+    )
+    assert done.stderr.splitlines()[-1].startswith(expected), done.stderr
