@@ -328,6 +328,10 @@ class DynamicBatcher:
 
     async def _run(self, pieces: list[_Piece]) -> None:
         """Run one batch and hand out its rows; on failure isolate the culprit request by request."""
+        # A caller may have gone between the batch being taken and it starting: skip its rows.
+        pieces = [piece for piece in pieces if not piece.request.future.done()]
+        if not pieces:
+            return
         try:
             outputs = await self._call([p.rows for p in pieces])
         except BatchOutputMismatch as exc:

@@ -262,6 +262,23 @@ async def test_a_cancelled_request_never_reaches_the_model() -> None:
     await batcher.close()
 
 
+async def test_a_cancelled_request_split_across_batches_drops_the_rows_not_yet_running() -> None:
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = DynamicBatcher(fn, max_batch_size=4, max_queue_delay_ms=0)
+    # Six rows: the first four run (held at the gate), the last two wait for the next batch.
+    split = asyncio.create_task(batcher.submit(rows(6)))
+    await wait_until(fn.entered.is_set)
+    assert batcher.queued_requests == 1
+    split.cancel()
+    await wait_until(lambda: batcher.queued_requests == 0)
+    fn.gate.set()
+    later = await asyncio.wait_for(batcher.submit(rows(1, start=9)), HANG)
+    np.testing.assert_array_equal(later, rows(1, start=9) * 2.0 + 1.0)
+    assert fn.sizes == [4, 1]
+    await batcher.close()
+
+
 async def test_close_drains_queued_requests_then_refuses_new_ones() -> None:
     fn = Recorder()
     batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
