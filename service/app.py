@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __name__ as package_name
 from service import __version__
 from service.auth import install_security
-from service.errors import InvalidJson, ServiceError, ShuttingDown, StartupError
+from service.errors import ServiceError, ShuttingDown, StartupError
 from service.facts import install_facts
 from service.logs import request_id
 from service.metrics import ServiceMetrics
@@ -103,10 +103,6 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    unparseable = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
-    if unparseable is not None:
-        # Syntax, not content: the body never became JSON, so no field is to blame.
-        return await _service_error(request, invalid_json(unparseable))
     fields = [
         {
             "location": ".".join(str(p) for p in error.get("loc", ())),
@@ -118,14 +114,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     _count_error(request, "invalid_request")
     log.info("refused: invalid_request: %s", message)
     return error_response(request, 422, "invalid_request", message or "invalid request", fields=fields)
-
-
-def invalid_json(error: Any) -> InvalidJson:
-    """The 400 for a body that is not JSON, from pydantic's or FastAPI's `json_invalid` error."""
-    reason = (error.get("ctx") or {}).get("error") or str(error.get("msg", "")).removeprefix("Invalid JSON: ")
-    where = [p for p in error.get("loc", ()) if isinstance(p, int)]
-    at = f" (at character {where[0]})" if where else ""
-    return InvalidJson(f"the body is not valid JSON: {reason}{at}")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -61,11 +61,15 @@ def check_inputs(card: ModelCard, graph_shape: Shape) -> None:
     if card.kind == "generator" and len(static) == 2 and static[1] is not None:
         width = generator_input_width(card)
         if static[1] != width:
-            classes = f" + {card.condition.classes} classes" if card.condition else ""
+            per_row = (
+                f"{card.latent_size} + {card.condition.classes} classes = {width}"
+                if card.condition
+                else str(width)
+            )
             raise refuse(
                 card,
                 "latent_size",
-                f"{card.latent_size}{classes} = {width} values per row",
+                f"{per_row} values per row",
                 f"{static[1]} (graph input {_shown(graph_shape)})",
             )
     if card.kind == "upscaler" and len(static) == 4 and card.input_channels is not None:
@@ -82,8 +86,8 @@ def check_inputs(card: ModelCard, graph_shape: Shape) -> None:
                 card.input_channels,
                 f"{channels} (graph input {_shown(graph_shape)})",
             )
-    for axis, (says, takes) in enumerate(zip(card.input_shape, static, strict=False)):
-        if says is not None and takes is not None and says != takes:
+    for axis, (said, takes) in enumerate(zip(card.input_shape, static, strict=False)):
+        if said is not None and takes is not None and said != takes:
             raise refuse(
                 card,
                 "input_shape",

@@ -14,7 +14,6 @@ written for the person who sent the request. `StartupError`s stop the service be
     │   │   └── InvalidTiling           422 invalid_tiling (tile or overlap outside the server's bounds)
     │   ├── ModelNotFound               404 model_not_found
     │   ├── UnsupportedMediaType        415 unsupported_media_type
-    │   ├── InvalidJson                 400 invalid_json (a JSON body that does not parse)
     │   ├── InvalidImage                400 invalid_image
     │   │   └── TruncatedImage          400 truncated_image
     │   ├── InvalidCustomAttributes     400 invalid_custom_attributes (SageMaker /invocations)
@@ -111,13 +110,6 @@ class UnsupportedMediaType(RequestError):
 
     status_code = 415
     code = "unsupported_media_type"
-
-
-class InvalidJson(RequestError):
-    """The body is not JSON at all (syntax), as opposed to JSON with invalid fields (422)."""
-
-    status_code = 400
-    code = "invalid_json"
 
 
 class InvalidImage(RequestError):

@@ -26,14 +26,17 @@ class ErrorResponse(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the error statuses a route can return."""
     descriptions = {
-        400: "Corrupt or truncated image",
+        400: "Body that cannot be read (JSON that is not UTF-8), corrupt or truncated image, bad tensors "
+        "or custom attributes",
+        401: "API key missing or wrong (only when the server has keys; `WWW-Authenticate: Bearer`)",
         404: "Unknown model",
         406: "Accept names no output this route makes",
-        413: "Body, input image or output image too large",
+        413: "Body too large (any route, from Content-Length before reading), or input or output too large",
         415: "Unsupported media type",
         422: "Invalid parameters (including n too large, bad latents, wrong model kind)",
         500: "Inference failed",
-        503: "Not ready",
+        503: "Not ready, shutting down (`shutting_down`) or overloaded (`queue_full`); `Retry-After` when "
+        "known",
         504: "Past the SageMaker mode's time limit",
     }
     return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}

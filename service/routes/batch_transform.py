@@ -24,6 +24,7 @@ from service.deps import SettingsDep
 from service.errors import InvalidRequest, NotAcceptable, RequestError, ResponseTooLarge
 from service.facts import RequestFacts
 from service.rendering import Rendered, ResponseLimit, parse_accept
+from service.responses import error_responses
 from service.routes.generate import GenerateRequest, serve_generate
 from service.state import ServiceState
 
@@ -48,7 +49,11 @@ class ExecutionParameters(BaseModel):
     MaxPayloadInMB: int = Field(description="largest request (and answer) body, MB")
 
 
-@router.get("/execution-parameters", summary="SageMaker Batch Transform parameters")
+@router.get(
+    "/execution-parameters",
+    summary="SageMaker Batch Transform parameters",
+    responses=error_responses(401, 413, 503),
+)
 async def execution_parameters(settings: SettingsDep) -> ExecutionParameters:
     """What a Batch Transform job uses unless it sets its own (GAN_SERVE_BATCH_* settings)."""
     return ExecutionParameters(

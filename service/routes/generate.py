@@ -312,7 +312,7 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
             },
         },
     },
-    **error_responses(404, 422, 500, 503),
+    **error_responses(400, 401, 404, 413, 422, 500, 503),
 }
 
 

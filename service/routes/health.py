@@ -27,14 +27,14 @@ class Readiness(BaseModel):
     providers: dict[str, str] = Field(examples=[{"dcgan-cifar10": "CPUExecutionProvider"}])
 
 
-@router.get("/live", summary="Liveness")
+@router.get("/live", summary="Liveness", responses=error_responses(401, 413))
 async def live() -> Liveness:
     """200 as long as the process serves requests."""
     return Liveness()
 
 
-@router.get("/ready", summary="Readiness", responses=error_responses(503))
+@router.get("/ready", summary="Readiness", responses=error_responses(401, 413, 503))
 async def ready(state: StateDep) -> Readiness:
-    """200 once every model is loaded and warm (503 `not_ready` before), with each model's provider."""
+    """200 once every model is loaded and warm, with each model's provider; 503 before and while stopping."""
     providers = {name: m.provider for name, m in sorted(state.repository.models.items())}
     return Readiness(device=state.settings.device, providers=providers)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from service.responses import error_responses
+
 router = APIRouter(tags=["health"])
 
 
@@ -12,7 +14,10 @@ router = APIRouter(tags=["health"])
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {"example": "gan_serve_ready 1.0\n"}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"example": "gan_serve_ready 1.0\n"}}},
+        **error_responses(401, 413),
+    },
 )
 async def metrics(request: Request) -> Response:
     """Requests and latency by route and model, images generated, pixels upscaled, errors, in-flight work."""

@@ -1,7 +1,14 @@
-"""`GET /models` (every loaded model, lean; the whole cards with `?full=true`) and `GET /models/{name}`."""
+"""`GET /models` (every loaded model, lean; the whole cards with `?full=true`) and `GET /models/{name}`.
+
+What these show anyone who may call them never includes where or with what the model was built:
+a card's `source.path` is cut to its file name (an export host's absolute path says nothing a
+client needs and much an attacker likes), and the export tool versions (`tools`) appear only with
+`?full=true`.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -45,7 +52,9 @@ class ModelInfo(BaseModel):
         description="CUDA only: op type -> nodes onnxruntime left on the CPU provider (device-host copies)"
     )
     card: ModelCard | None = Field(
-        default=None, description="the whole model card: with `?full=true`, and always on GET /models/{name}"
+        default=None,
+        description="the model card, `source.path` cut to its file name: with `?full=true`, and always on "
+        "GET /models/{name}; its `tools` (export tool versions) only with `?full=true`",
     )
 
 
@@ -58,8 +67,19 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
-def model_info(model: LoadedModel, *, full: bool) -> ModelInfo:
-    """The model's listing; with its whole card when `full`."""
+def file_name(path: str) -> str:
+    """The last part of a POSIX or Windows path (a SavedModel directory's own name)."""
+    return re.split(r"[\\/]", path.rstrip("\\/"))[-1] or path
+
+
+def public_card(card: ModelCard, *, tools: bool) -> ModelCard:
+    """The card as clients see it: the source's file name only; tool versions only when `tools`."""
+    source = card.source.model_copy(update={"path": file_name(card.source.path)})
+    return card.model_copy(update={"source": source, "tools": card.tools if tools else {}})
+
+
+def model_info(model: LoadedModel, *, with_card: bool, full: bool) -> ModelInfo:
+    """The model's listing; with its public card when `with_card`, tool versions in it when `full`."""
     card = model.card
     condition = card.condition
     return ModelInfo(
@@ -81,17 +101,21 @@ def model_info(model: LoadedModel, *, full: bool) -> ModelInfo:
         fp16=model.fp16,
         warmup_ms=round(model.warmup_ms, 1),
         cpu_nodes=model.cpu_nodes,
-        card=card if full else None,
+        card=public_card(card, tools=full) if with_card else None,
     )
 
 
-@router.get("/models", summary="List loaded models", responses=error_responses(503))
+@router.get("/models", summary="List loaded models", responses=error_responses(401, 413, 422, 503))
 async def list_models(
     state: StateDep,
-    full: Annotated[bool, Query(description="include each model's whole card")] = False,
+    full: Annotated[
+        bool, Query(description="include each model's card, with the export tool versions")
+    ] = False,
 ) -> ModelsResponse:
     """Every model's version, kind, image size, active provider and warm-up time; the default per kind."""
-    models = [model_info(model, full=full) for _, model in sorted(state.repository.models.items())]
+    models = [
+        model_info(model, with_card=full, full=full) for _, model in sorted(state.repository.models.items())
+    ]
     return ModelsResponse(
         device=state.settings.device,
         cuda_active=any(m.provider == CUDA for m in models),
@@ -100,10 +124,11 @@ async def list_models(
     )
 
 
-@router.get("/models/{name}", summary="One model", responses=error_responses(404, 503))
+@router.get("/models/{name}", summary="One model", responses=error_responses(401, 404, 413, 422, 503))
 async def get_model(
     state: StateDep,
     name: Annotated[str, Path(description="the model's name")],
+    full: Annotated[bool, Query(description="include the export tool versions in the card")] = False,
 ) -> ModelInfo:
-    """One model's listing with its whole card and readiness; 404 `model_not_found` for an unknown name."""
-    return model_info(state.repository.find(name), full=True)
+    """One model's listing with its card and readiness; 404 `model_not_found` for an unknown name."""
+    return model_info(state.repository.find(name), with_card=True, full=full)

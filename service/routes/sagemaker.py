@@ -150,7 +150,10 @@ async def invoke_upscale(
     "/ping",
     summary="SageMaker health check",
     response_class=Response,
-    responses={200: {"description": "Every model is loaded and warm (empty body)"}, 503: {}},
+    responses={
+        200: {"description": "Every model is loaded and warm (empty body)"},
+        **error_responses(401, 413, 503),
+    },
 )
 async def ping(request: Request) -> Response:
     """200 with an empty body once every model is loaded and warm, else 503; never runs a model."""
@@ -162,7 +165,7 @@ async def ping(request: Request) -> Response:
     "/invocations",
     summary="SageMaker inference",
     response_class=Response,
-    responses=error_responses(400, 404, 406, 413, 415, 422, 500, 503, 504),
+    responses=error_responses(400, 401, 404, 406, 413, 415, 422, 500, 503, 504),
 )
 async def invocations(
     request: Request,

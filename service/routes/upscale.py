@@ -137,7 +137,7 @@ async def serve_upscale(
     "/upscale",
     summary="Upscale an image",
     response_class=Response,
-    responses=UPSCALE_RESPONSES,
+    responses={**UPSCALE_RESPONSES, **error_responses(401)},
     openapi_extra=UPSCALE_BODY,
 )
 async def upscale(

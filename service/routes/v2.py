@@ -146,39 +146,41 @@ def metadata_of(model: LoadedModel) -> ModelMetadata:
     )
 
 
-@router.get("", summary="Server metadata")
+@router.get("", summary="Server metadata", responses=error_responses(401, 413, 503))
 async def v2_server_metadata() -> ServerMetadata:
     """The server's name, version and the protocol extensions it supports."""
     return ServerMetadata(name="gan-serve", version=__version__, extensions=EXTENSIONS)
 
 
-@router.get("/health/live", summary="Server liveness")
+@router.get("/health/live", summary="Server liveness", responses=error_responses(401, 413))
 async def v2_server_live() -> ServerLive:
     """200 as long as the process serves requests."""
     return ServerLive(live=True)
 
 
-@router.get("/health/ready", summary="Server readiness", responses=error_responses(503))
+@router.get("/health/ready", summary="Server readiness", responses=error_responses(401, 413, 503))
 async def v2_server_ready(state: StateDep) -> ServerReady:
     """200 once every model is loaded and warm; 503 before and while stopping."""
     return ServerReady(ready=True)
 
 
-@router.get("/models/{name}", summary="Model metadata", responses=error_responses(404, 503))
+@router.get("/models/{name}", summary="Model metadata", responses=error_responses(401, 404, 413, 503))
 async def v2_model_metadata(state: StateDep, name: ModelName) -> ModelMetadata:
     """The model's versions, platform, input and output tensors."""
     return metadata_of(model_at(state, name, None))
 
 
 @router.get(
-    "/models/{name}/versions/{version}", summary="Model version metadata", responses=error_responses(404, 503)
+    "/models/{name}/versions/{version}",
+    summary="Model version metadata",
+    responses=error_responses(401, 404, 413, 503),
 )
 async def v2_model_version_metadata(state: StateDep, name: ModelName, version: ModelVersion) -> ModelMetadata:
     """The model's metadata, if it is at `version`."""
     return metadata_of(model_at(state, name, version))
 
 
-@router.get("/models/{name}/ready", summary="Model readiness", responses=error_responses(404, 503))
+@router.get("/models/{name}/ready", summary="Model readiness", responses=error_responses(401, 404, 413, 503))
 async def v2_model_ready(state: StateDep, name: ModelName) -> ModelReady:
     """200 when the model is loaded and warm; 404 for an unknown model."""
     return ModelReady(name=model_at(state, name, None).name, ready=True)
@@ -187,7 +189,7 @@ async def v2_model_ready(state: StateDep, name: ModelName) -> ModelReady:
 @router.get(
     "/models/{name}/versions/{version}/ready",
     summary="Model version readiness",
-    responses=error_responses(404, 503),
+    responses=error_responses(401, 404, 413, 503),
 )
 async def v2_model_version_ready(state: StateDep, name: ModelName, version: ModelVersion) -> ModelReady:
     """200 when the model is loaded, warm and at `version`."""
@@ -200,7 +202,7 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
         f"(`{INFERENCE_HEADER_LENGTH}` bytes) followed by the tensors' raw bytes.",
         "content": {"application/json": {}, "application/octet-stream": {}},
     },
-    **error_responses(400, 404, 413, 422, 500, 503),
+    **error_responses(400, 401, 404, 413, 422, 500, 503),
 }
 
 

@@ -7,10 +7,12 @@ import importlib.metadata
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
-from service.app import create_app
+from service.app import create_app, drain_requests
 from service.settings import Settings
 from tests.service.conftest import FLAT_GENERATOR, GRAY_GENERATOR, RGB_GENERATOR, UPSCALER
 from tests.service.sample_images import png_bytes, random_pixels
@@ -175,3 +177,120 @@ def test_openapi_operation_ids_are_stable(client: TestClient) -> None:
         "POST /v2/models/{name}/versions/{version}/infer": "v2_model_version_infer",
     }
     assert spec["info"]["version"] == importlib.metadata.version("gan-serve")
+
+
+def test_models_show_no_build_paths_and_tool_versions_only_in_full(repo: Path, tmp_path: Path) -> None:
+    # Cards as gan-export writes them on a build host: absolute source paths and tool versions.
+    for name, path in ((RGB_GENERATOR, "/home/ci/build/zoo/rgb.weights.h5"), (UPSCALER, "C:\\work\\sr.h5")):
+        shutil.copytree(repo / name, tmp_path / name)
+        card = json.loads((tmp_path / name / "model.json").read_text())
+        card["source"]["path"] = path
+        card["tools"] = {"tensorflow": "2.21.0", "tf2onnx": "1.17.0", "onnxruntime": "1.31.1"}
+        (tmp_path / name / "model.json").write_text(json.dumps(card))
+    with TestClient(create_app(Settings(models_dir=tmp_path, tile_size=32))) as client:
+        lean = client.get("/models").text
+        full = client.get("/models", params={"full": "true"}).json()
+        one = client.get(f"/models/{RGB_GENERATOR}").json()
+        one_full = client.get(f"/models/{RGB_GENERATOR}", params={"full": "true"}).json()
+    assert "/home/ci" not in lean and "2.21.0" not in lean and "tools" not in lean
+    cards = {m["name"]: m["card"] for m in full["models"]}
+    assert cards[RGB_GENERATOR]["source"]["path"] == "rgb.weights.h5"
+    assert cards[UPSCALER]["source"]["path"] == "sr.h5"
+    assert cards[RGB_GENERATOR]["tools"]["tf2onnx"] == "1.17.0"
+    assert one["card"]["source"]["path"] == "rgb.weights.h5"
+    assert one["card"]["tools"] == {}
+    assert one_full["card"]["tools"]["tensorflow"] == "2.21.0"
+    assert "/home/ci" not in json.dumps([full, one, one_full])
+
+
+#: Every operation's documented statuses besides 200: what each can answer. (FastAPI adds 422 to
+#: every operation with parameters; the v2 metadata routes' string path parameters never fail it.)
+DOCUMENTED_STATUSES = {
+    "POST /generate": {400, 401, 404, 413, 422, 500, 503},
+    "POST /upscale": {400, 401, 404, 413, 415, 422, 500, 503},
+    "GET /models": {401, 413, 422, 503},
+    "GET /models/{name}": {401, 404, 413, 422, 503},
+    "GET /health/live": {401, 413},
+    "GET /health/ready": {401, 413, 503},
+    "GET /metrics": {401, 413},
+    "GET /ping": {401, 413, 503},
+    "POST /invocations": {400, 401, 404, 406, 413, 415, 422, 500, 503, 504},
+    "GET /execution-parameters": {401, 413, 503},
+    "GET /v2": {401, 413, 503},
+    "GET /v2/health/live": {401, 413},
+    "GET /v2/health/ready": {401, 413, 503},
+    "GET /v2/models/{name}": {401, 404, 413, 422, 503},
+    "GET /v2/models/{name}/versions/{version}": {401, 404, 413, 422, 503},
+    "GET /v2/models/{name}/ready": {401, 404, 413, 422, 503},
+    "GET /v2/models/{name}/versions/{version}/ready": {401, 404, 413, 422, 503},
+    "POST /v2/models/{name}/infer": {400, 401, 404, 413, 422, 500, 503},
+    "POST /v2/models/{name}/versions/{version}/infer": {400, 401, 404, 413, 422, 500, 503},
+}
+
+
+def operations(client: TestClient) -> dict[str, set[int]]:
+    """`METHOD /path` -> the statuses its OpenAPI lists besides 200."""
+    return {
+        f"{method.upper()} {path}": {int(status) for status in operation["responses"]} - {200}
+        for path, methods in client.get("/openapi.json").json()["paths"].items()
+        for method, operation in methods.items()
+    }
+
+
+def call(client: TestClient, operation: str, **kwargs: Any) -> Any:
+    method, path = operation.split(" ")
+    path = path.replace("{name}", RGB_GENERATOR).replace("{version}", "1")
+    return client.request(method, path, **kwargs)
+
+
+def test_openapi_lists_every_status_each_operation_answers(client: TestClient) -> None:
+    documented = operations(client)
+    assert documented == DOCUMENTED_STATUSES
+    spec = client.get("/openapi.json").json()
+    error = spec["paths"]["/generate"]["post"]["responses"]["400"]
+    assert error["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
+
+
+def test_every_operation_answers_401_without_a_key_when_keys_are_set(settings: Settings) -> None:
+    locked = settings.model_copy(
+        update={
+            "api_keys": SecretStr("k" * 32),
+            "auth_health": True,
+            "auth_metrics": True,
+            "sagemaker_iam": False,
+        }
+    )
+    with TestClient(create_app(locked)) as client:
+        for operation in DOCUMENTED_STATUSES:
+            response = call(client, operation)
+            assert response.status_code == 401, operation
+            assert response.json()["error"]["code"] == "unauthorized"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_every_operation_answers_413_to_a_body_over_the_limit(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"max_body_bytes": 1024}))) as client:
+        for operation in DOCUMENTED_STATUSES:
+            response = call(client, operation, content=b"x" * 1025)
+            assert response.status_code == 413, operation
+            body = response.json()["error"]
+            code = "payload_too_large" if "/v2" in operation else body["code"]  # v2 errors are a message
+            assert code == "payload_too_large" and "larger than the limit of 1024 bytes" in str(body)
+
+
+def test_while_stopping_every_operation_but_liveness_and_metrics_answers_503(settings: Settings) -> None:
+    app = create_app(settings)
+    with TestClient(app) as client:
+        client.portal.call(drain_requests, app, 0)  # what gan-serve does on SIGTERM
+        for operation, statuses in DOCUMENTED_STATUSES.items():
+            response = call(client, operation)
+            if operation in ("GET /health/live", "GET /v2/health/live", "GET /metrics"):
+                assert response.status_code == 200, operation
+                continue
+            assert 503 in statuses and response.status_code == 503, operation
+            assert response.headers["retry-after"] == "5"
+            body = response.json()["error"]
+            if "/v2" in operation:  # the protocol's errors are a message
+                assert body.startswith("the service is shutting down"), operation
+            else:
+                assert body["code"] == "shutting_down", operation

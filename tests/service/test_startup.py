@@ -219,7 +219,7 @@ def refusal(models: Path) -> str:
         (
             RGB_GENERATOR,
             {"latent_size": 8, "input_shape": [None, 8]},
-            "latent_size: the card says 8 = 8 values per row, the model gives 16",
+            "latent_size: the card says 8 values per row, the model gives 16",
         ),
         (UPSCALER, {"scale": 2}, "scale: the card says 2, the model gives x4"),
         (UPSCALER, {"channels": 1}, "channels: the card says 1, the model gives 3"),
