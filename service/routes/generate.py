@@ -14,12 +14,12 @@ import json
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from service.deps import AcceptHeader, FactsDep, StateDep
 from service.encode import MEDIA_TYPES, GenerateFormat
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, UnsupportedMediaType
 from service.facts import RequestFacts
 from service.inference import Generation, Interpolation
 from service.latents import MAX_SEED, InterpolationMethod
@@ -312,7 +312,7 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
             },
         },
     },
-    **error_responses(400, 401, 404, 413, 422, 500, 503),
+    **error_responses(400, 401, 404, 413, 415, 422, 500, 503),
 }
 
 
@@ -343,11 +343,28 @@ async def serve_generate(
     )
 
 
+def json_body(request: Request) -> None:
+    """Refuse a body that is not JSON before it is read (`curl -d` sends a form unless told otherwise)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type {media_type!r} is not served by /generate: send the body as application/json "
+        "(with curl: -H 'Content-Type: application/json')"
+    )
+
+
 @router.post(
     "/generate",
     summary="Generate images",
     response_class=Response,
     responses=GENERATE_RESPONSES,
+    dependencies=[Depends(json_body)],
 )
 async def generate(
     state: StateDep,

@@ -206,7 +206,7 @@ def test_models_show_no_build_paths_and_tool_versions_only_in_full(repo: Path, t
 #: Every operation's documented statuses besides 200: what each can answer. (FastAPI adds 422 to
 #: every operation with parameters; the v2 metadata routes' string path parameters never fail it.)
 DOCUMENTED_STATUSES = {
-    "POST /generate": {400, 401, 404, 413, 422, 500, 503},
+    "POST /generate": {400, 401, 404, 413, 415, 422, 500, 503},
     "POST /upscale": {400, 401, 404, 413, 415, 422, 500, 503},
     "GET /models": {401, 413, 422, 503},
     "GET /models/{name}": {401, 404, 413, 422, 503},
