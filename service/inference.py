@@ -191,6 +191,7 @@ class InferenceCore:
 
     async def generate(self, request: Generation) -> GeneratedImages:
         """Draw or check the latents, add the classes, run the generator; the images as values."""
+        deadline = self._deadline(request.deadline)
         model = self.repository.get(request.model, "generator")
         card = model.card
         assert card.latent_size is not None
@@ -215,7 +216,6 @@ class InferenceCore:
                 latents = draw_latents(
                     seed, n, card.latent_size, card.latent_distribution, request.truncation
                 )
-        deadline = self._deadline(request.deadline)
         inputs = generator_input(latents, labels, card)
         fixed_batch = card.input_shape[0]
         work = Work(elements=inputs.size, runs=1 if fixed_batch is None else max(1, n // fixed_batch))
