@@ -36,6 +36,7 @@ from service.rendering import (
 )
 from service.responses import error_responses
 from service.state import ServiceState
+from service.uploads import unless_disconnected
 
 router = APIRouter(tags=["inference"])
 
@@ -367,6 +368,7 @@ def json_body(request: Request) -> None:
     dependencies=[Depends(json_body)],
 )
 async def generate(
+    request: Request,
     state: StateDep,
     facts: FactsDep,
     body: Annotated[GenerateRequest, Body(openapi_examples=GENERATE_EXAMPLES)] = GenerateRequest(),  # noqa: B008
@@ -374,4 +376,5 @@ async def generate(
 ) -> Response:
     """Generate `n` images from a seed (random when absent) or from explicit latent vectors."""
     rendering = state.rendering(body.format, "json" if prefers_json(accept) else "auto")
-    return (await serve_generate(body, rendering, state, facts)).response()
+    work = serve_generate(body, rendering, state, facts)
+    return (await unless_disconnected(request, work)).response()

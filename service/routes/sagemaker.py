@@ -43,7 +43,7 @@ from service.routes.generate import GenerateRequest, serve_generate
 from service.routes.upscale import UpscaleOptions, serve_upscale
 from service.settings import SageMakerLimits
 from service.state import ServiceState
-from service.uploads import read_body
+from service.uploads import read_body, unless_disconnected
 
 router = APIRouter(tags=["sagemaker"])
 
@@ -192,12 +192,13 @@ async def invocations(
             if json_lines:
                 advice = "fewer images per line, or BatchStrategy=SingleRecord"
                 limit = response_limit(limits, advice)
-                rendered = await invoke_json_lines(body, accept, limit, state, facts)
+                work = invoke_json_lines(body, accept, limit, state, facts)
             elif kind == JSON_MEDIA_TYPE:
-                rendered = await invoke_generate(body, output, state, facts)
+                work = invoke_generate(body, output, state, facts)
             else:
                 assert content_type is not None
-                rendered = await invoke_upscale(body, content_type, custom_attributes, output, state, facts)
+                work = invoke_upscale(body, content_type, custom_attributes, output, state, facts)
+            rendered = await unless_disconnected(request, work)
     except TimeoutError:
         raise InvocationTimeout(
             f"not done within {limits.timeout_s:g} s, the time SageMaker gives one request in {limits.mode} "

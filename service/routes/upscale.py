@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.decode import IMAGE_MEDIA_TYPES, check_media_type, decode_image
 from service.deps import AcceptHeader, FactsDep, StateDep
@@ -51,13 +51,6 @@ class UpscaleOptions(BaseModel):
         description="context pixels around each tile, at most a fraction of it (by default a quarter) "
         "(default: server)",
     )
-
-    @field_validator("tile")
-    @classmethod
-    def _tile_size(cls, tile: int | None) -> int | None:
-        if tile is not None and 0 < tile < 16:
-            raise ValueError("tile must be 0 (no tiling) or at least 16")
-        return tile
 
 
 UPSCALE_BODY: dict[str, Any] = {

@@ -40,7 +40,7 @@ from service.routes.upscale import UpscaleOptions
 from service.sessions import LoadedModel
 from service.state import ServiceState
 from service.tensors import InferenceRequest, parse_inference_request
-from service.uploads import read_body
+from service.uploads import read_body, unless_disconnected
 
 PREFIX = "/v2"
 router = APIRouter(prefix=PREFIX, tags=["open inference protocol"])
@@ -233,9 +233,10 @@ async def infer(request: Request, state: ServiceState, facts: RequestFacts, mode
     inference, inputs = await state.in_encode_pool(parse_inference_request, body, header_length)
     datatype, binary = requested_output(inference, model)
     if model.card.kind == "generator":
-        images = await generate_tensor(state, model, inputs, datatype)
+        work = generate_tensor(state, model, inputs, datatype)
     else:
-        images = await upscale_tensor(state, model, inputs, inference.parameters)
+        work = upscale_tensor(state, model, inputs, inference.parameters)
+    images = await unless_disconnected(request, work)
     output = OutputTensor(OUTPUT, images, binary)
     rendered = await state.in_encode_pool(
         render_tensors, model.name, model.version, inference.id, [output], {}

@@ -200,7 +200,7 @@ def test_image_with_custom_attributes_is_upscaled(client: httpx.Client) -> None:
     [
         (None, "format=webp", "image/webp"),
         ("image/jpeg", "format=webp", "image/jpeg"),
-        ("*/*", "tile=16,overlap=4", "image/png"),
+        ("*/*", "tile=64,overlap=4", "image/png"),
         ("application/x-npy", "", "application/x-npy"),
     ],
 )
@@ -217,8 +217,8 @@ def test_upscale_output_format_from_accept_then_attributes(
 
 
 def test_tiled_and_untiled_upscales_have_the_same_size(client: httpx.Client) -> None:
-    tiled = upscale(client, png(40, seed=2), "application/x-npy", "tile=16,overlap=8")
-    whole = upscale(client, png(40, seed=2), "application/x-npy", "tile=0")
+    tiled = upscale(client, png(100, seed=2), "application/x-npy", "tile=64,overlap=8")
+    whole = upscale(client, png(100, seed=2), "application/x-npy", "tile=0")
     assert tiled.headers["x-tiles"] != whole.headers["x-tiles"]
     assert np.load(io.BytesIO(tiled.content)).shape == np.load(io.BytesIO(whole.content)).shape
 

@@ -234,7 +234,7 @@ def test_jpeg_cannot_carry_alpha(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("params", "field"), [({"tile": 5}, "tile"), ({"overlap": -1}, "overlap"), ({"zoom": 2}, "zoom")]
+    ("params", "field"), [({"tile": -5}, "tile"), ({"overlap": -1}, "overlap"), ({"zoom": 2}, "zoom")]
 )
 def test_invalid_query_parameters(client: TestClient, params: dict[str, Any], field: str) -> None:
     message = error(post_image(client, png_bytes(random_pixels(8, 8, 3)), **params), 422, "invalid_request")

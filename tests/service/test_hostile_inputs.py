@@ -298,7 +298,7 @@ CASES: dict[str, Case] = {
     "upscale: text/plain": up(SMALL_PNG, 415, "unsupported_media_type", "text/plain"),
     "upscale: unknown model": up(SMALL_PNG, 404, "model_not_found", model="nope"),
     "upscale: a generator": up(SMALL_PNG, 422, "wrong_model_kind", model=RGB_GENERATOR),
-    "upscale: tile 5": up(SMALL_PNG, 422, "invalid_request", tile=5),
+    "upscale: tile 5": up(SMALL_PNG, 422, "invalid_tiling", tile=5),
     "upscale: tile negative": up(SMALL_PNG, 422, "invalid_request", tile=-64),
     "upscale: tile as text": up(SMALL_PNG, 422, "invalid_request", tile="big"),
     "upscale: tile 16 with overlap 256": up(SMALL_PNG, 422, "invalid_tiling", tile=16, overlap=256),

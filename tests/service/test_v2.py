@@ -232,17 +232,18 @@ def test_conditional_infer_equals_generate_with_labels(
     np.testing.assert_array_equal(spread, _npy(rest.post("/generate", json=default)))
 
 
-@pytest.mark.parametrize(("channels", "tile"), [(3, None), (4, None), (1, 16)])
+@pytest.mark.parametrize(("channels", "tile"), [(3, None), (4, None), (1, 64)])
 def test_upscaler_infer_equals_upscale(
     client: triton.InferenceServerClient, rest: httpx.Client, channels: int, tile: int | None
 ) -> None:
-    pixels = random_pixels(20, 24, channels, seed=channels)
+    height, width = (100, 120) if tile else (20, 24)
+    pixels = random_pixels(height, width, channels, seed=channels)
     stored = pixels[..., 0] if channels == 1 else pixels
-    parameters = {"tile": tile, "overlap": 8} if tile else None
+    parameters = {"tile": tile, "overlap": 16} if tile else None
     result = client.infer(UPSCALER, [_tensor("images", pixels[None], "UINT8")], parameters=parameters)
     upscaled = result.as_numpy("images")
-    assert upscaled is not None and upscaled.shape == (1, 80, 96, channels)
-    params: dict[str, Any] = {"format": "npy", **({"tile": tile, "overlap": 8} if tile else {})}
+    assert upscaled is not None and upscaled.shape == (1, height * 4, width * 4, channels)
+    params: dict[str, Any] = {"format": "npy", **({"tile": tile, "overlap": 16} if tile else {})}
     response = rest.post(
         "/upscale", content=png_bytes(stored), headers={"content-type": "image/png"}, params=params
     )
