@@ -96,6 +96,12 @@ class ServiceMetrics:
         self.warmup_seconds = Gauge(
             "gan_serve_model_warmup_seconds", "Warm-up time per model", ["model"], registry=self.registry
         )
+        self.model_memory_bytes = Gauge(
+            "gan_serve_model_memory_bytes",
+            "Resident memory the process kept for each model after loading and warming it up",
+            ["model"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "gan_serve_batch_size",
             "Rows (images or tiles) per batched session run, by model",

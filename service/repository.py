@@ -7,8 +7,10 @@ Finding the entries is `service.entries` (no onnxruntime); making each one ready
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from pathlib import Path
 
 from service.batching import BatchingRunner
 from service.card import ModelCard, ModelKind
@@ -22,9 +24,16 @@ from service.settings import Settings
 class ModelRepository:
     """The loaded models by name, with one default per kind."""
 
-    def __init__(self, models: Mapping[str, LoadedModel], defaults: Mapping[ModelKind, str | None]) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, LoadedModel],
+        defaults: Mapping[ModelKind, str | None],
+        memory_bytes: Mapping[str, int] | None = None,
+    ) -> None:
         self.models = dict(models)
         self.defaults = dict(defaults)
+        #: Resident memory the process kept for each model after loading and warming it up.
+        self.memory_bytes = dict(memory_bytes or {})
 
     @classmethod
     def load(
@@ -34,10 +43,19 @@ class ModelRepository:
         entries = scan_repository(settings.models_dir)
         cuda = use_cuda(settings)
         defaults = choose_defaults([entry.card for entry in entries], settings)
-        models = {
-            entry.card.name: load_model(entry, settings, executor, metrics, cuda=cuda) for entry in entries
-        }
-        return cls(models, defaults)
+        models: dict[str, LoadedModel] = {}
+        memory: dict[str, int] = {}
+        for entry in entries:
+            # Models load one after another on this thread while nothing else runs, so the growth
+            # of the process's resident memory is this model's (approximately: freed memory is reused).
+            before = resident_bytes()
+            models[entry.card.name] = load_model(entry, settings, executor, metrics, cuda=cuda)
+            after = resident_bytes()
+            if before is not None and after is not None:
+                memory[entry.card.name] = max(0, after - before)
+                if metrics is not None:
+                    metrics.model_memory_bytes.labels(entry.card.name).set(memory[entry.card.name])
+        return cls(models, defaults, memory)
 
     async def close(self) -> None:
         """Let batching runners finish what is queued, then refuse new work."""
@@ -69,6 +87,14 @@ class ModelRepository:
     def _names(self, kind: ModelKind | None = None) -> str:
         names = [n for n, m in sorted(self.models.items()) if kind is None or m.card.kind == kind]
         return ", ".join(names) or "none"
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size from /proc (None where there is no /proc)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def choose_defaults(cards: list[ModelCard], settings: Settings) -> dict[ModelKind, str | None]:

@@ -9,7 +9,8 @@
    field and the output range (`service.card_check`), so a card that lies stops startup;
 3. `make_runner`: a `SessionRunner`, wrapped in a `BatchingRunner` when batching is on and the
    graph's batch axis is dynamic;
-4. `warm_up`: run the shapes requests will bring, so no client meets a cold session;
+4. `warm_up`: run the shapes requests will bring, so no client meets a cold session; then
+   `release_warmup_memory` hands the CPU memory the warm-up left in onnxruntime's arena back;
 5. `cpu_placement`: on CUDA, the nodes onnxruntime left on the CPU during warm-up (`GET /models`).
 """
 
@@ -112,6 +113,7 @@ def load_model(
     check_card(card, opened.session)
     session_runner, runner, warm, buckets = make_runner(opened, card, settings, executor, metrics)
     warmup_ms = warm_up(warm, settings, buckets)
+    release_warmup_memory(opened, card, settings)
     if metrics is not None:
         # Observed from here on: warm-up runs are not requests.
         session_runner.run_observer = metrics.inference_seconds.labels(card.name)
@@ -194,11 +196,60 @@ def _session(
     # Idle intra-op threads would spin for a while after each run, stealing the cores that HTTP
     # parsing and image encoding need on a small CPU host.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = cpu_mem_arena(settings, entry.card.kind)
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:
         raise ModelLoadError(f"model entry {entry.card.name}: onnxruntime cannot load {path}: {exc}") from exc
+
+
+def cpu_mem_arena(settings: Settings, kind: ModelKind) -> bool:
+    """Whether sessions of this model kind keep onnxruntime's CPU memory arena between runs.
+
+    The arena keeps a run's working memory for the next run: without it every run maps and faults
+    in its memory afresh, measured 12-23 % slower for srgan-x4 on CPU (docs/performance.md,
+    "Memory"), so both kinds keep it unless an operator trades that for memory.
+    """
+    return settings.cpu_mem_arena_upscaler if kind == "upscaler" else settings.cpu_mem_arena_generator
+
+
+def release_warmup_memory(opened: OpenedSession, card: ModelCard, settings: Settings) -> None:
+    """Hand back the CPU memory the warm-up left in the session's arena: one tiny shrinking run.
+
+    An upscaler's warm-up tile leaves its whole working set in the arena (about 0.9 GB for
+    srgan-x4's 288x288 tile), which onnxruntime never shrinks by itself: an idle service would hold
+    it. After this run the arena keeps only what is in use; the first request grows it back once.
+    CUDA sessions keep theirs (their working memory is on the device; not measured here).
+    """
+    if opened.on_cuda or not cpu_mem_arena(settings, card.kind):
+        return
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    try:
+        opened.session.run([card.output_name], {card.input_name: _smallest_input(card)}, options)
+    except Exception as exc:  # Only memory is at stake: the model serves as well with its arena full.
+        log.warning(
+            "model %s: the warm-up memory stays in its arena (a run on the smallest input failed: %s)",
+            card.name,
+            exc,
+            extra={"model": card.name},
+        )
+
+
+def _smallest_input(card: ModelCard) -> np.ndarray:
+    """One row of the smallest input the card allows: one latent, or a 16x16 image when not fixed."""
+    batch = card.input_shape[0] or 1
+    if card.kind == "generator":
+        return np.zeros((batch, generator_input_width(card)), np.float32)
+    assert card.input_channels is not None
+    nhwc = card.layout == "NHWC"
+    height = card.input_shape[1 if nhwc else 2] or 16
+    width = card.input_shape[2 if nhwc else 3] or 16
+    channels = card.input_channels
+    return np.zeros(
+        (batch, height, width, channels) if nhwc else (batch, channels, height, width), np.float32
+    )
 
 
 def check_io(card: ModelCard, session: ort.InferenceSession) -> None:

@@ -48,6 +48,11 @@ class ModelInfo(BaseModel):
     providers: list[str] = Field(description="every provider the session got, in priority order")
     fp16: bool = Field(description="the fp16 graph is in use (CUDA only, when the card accepts it)")
     warmup_ms: float
+    memory_mib: float | None = Field(
+        description="resident memory the process kept for this model after loading and warming it up "
+        "(its growth while the model loaded; null where the OS does not say). Runs need more while they "
+        "last: an upscaler's working memory grows back with its first tiles",
+    )
     cpu_nodes: dict[str, int] = Field(
         description="CUDA only: op type -> nodes onnxruntime left on the CPU provider (device-host copies)"
     )
@@ -78,7 +83,9 @@ def public_card(card: ModelCard, *, tools: bool) -> ModelCard:
     return card.model_copy(update={"source": source, "tools": card.tools if tools else {}})
 
 
-def model_info(model: LoadedModel, *, with_card: bool, full: bool) -> ModelInfo:
+def model_info(
+    model: LoadedModel, *, with_card: bool, full: bool, memory_bytes: int | None = None
+) -> ModelInfo:
     """The model's listing; with its public card when `with_card`, tool versions in it when `full`."""
     card = model.card
     condition = card.condition
@@ -100,6 +107,7 @@ def model_info(model: LoadedModel, *, with_card: bool, full: bool) -> ModelInfo:
         providers=model.providers,
         fp16=model.fp16,
         warmup_ms=round(model.warmup_ms, 1),
+        memory_mib=None if memory_bytes is None else round(memory_bytes / 2**20, 1),
         cpu_nodes=model.cpu_nodes,
         card=public_card(card, tools=full) if with_card else None,
     )
@@ -113,8 +121,10 @@ async def list_models(
     ] = False,
 ) -> ModelsResponse:
     """Every model's version, kind, image size, active provider and warm-up time; the default per kind."""
+    repository = state.repository
     models = [
-        model_info(model, with_card=full, full=full) for _, model in sorted(state.repository.models.items())
+        model_info(model, with_card=full, full=full, memory_bytes=repository.memory_bytes.get(name))
+        for name, model in sorted(repository.models.items())
     ]
     return ModelsResponse(
         device=state.settings.device,
@@ -131,4 +141,7 @@ async def get_model(
     full: Annotated[bool, Query(description="include the export tool versions in the card")] = False,
 ) -> ModelInfo:
     """One model's listing with its card and readiness; 404 `model_not_found` for an unknown name."""
-    return model_info(state.repository.find(name), with_card=True, full=full)
+    repository = state.repository
+    return model_info(
+        repository.find(name), with_card=True, full=full, memory_bytes=repository.memory_bytes.get(name)
+    )
