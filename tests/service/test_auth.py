@@ -21,9 +21,19 @@ OTHER = "second-key-" + "b" * 21
 PROTECTED = [
     ("POST", "/generate", {"json": {"model": RGB_GENERATOR, "seed": 1}}),
     ("GET", "/models", {}),
+    ("GET", f"/models/{RGB_GENERATOR}", {}),
     ("GET", "/docs", {}),
+    ("GET", "/redoc", {}),
     ("GET", "/openapi.json", {}),
     ("GET", "/metrics", {}),
+    ("GET", "/v2", {}),
+    ("GET", f"/v2/models/{RGB_GENERATOR}", {}),
+    ("GET", f"/v2/models/{RGB_GENERATOR}/ready", {}),
+    (
+        "POST",
+        f"/v2/models/{RGB_GENERATOR}/infer",
+        {"json": {"inputs": [{"name": "latents", "shape": [1, 16], "datatype": "FP32", "data": [0.1] * 16}]}},
+    ),
 ]
 
 
@@ -71,6 +81,10 @@ def test_wrong_key_is_refused(keyed: TestClient, key: str) -> None:
 @pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/ping"])
 def test_health_and_sagemaker_ping_stay_open(keyed: TestClient, path: str) -> None:
     assert keyed.get(path).status_code == 200
+
+
+def test_execution_parameters_left_to_sagemaker_iam(keyed: TestClient) -> None:
+    assert keyed.get("/execution-parameters").status_code == 200
 
 
 def test_invocations_left_to_sagemaker_iam(keyed: TestClient) -> None:
