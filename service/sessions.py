@@ -192,7 +192,9 @@ def _session(
     options = ort.SessionOptions()
     if profile:
         enable_placement_profile(options, Path(tempfile.gettempdir()), entry.card.name)
-    options.intra_op_num_threads = settings.intra_op_threads
+    # Each of the model's streams runs with its share of the cores (`Settings.session_threads`).
+    on_cuda = any(isinstance(p, tuple) and p[0] == CUDA for p in providers)
+    options.intra_op_num_threads = settings.session_threads(on_cuda)
     # Idle intra-op threads would spin for a while after each run, stealing the cores that HTTP
     # parsing and image encoding need on a small CPU host.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -208,7 +210,7 @@ def cpu_mem_arena(settings: Settings, kind: ModelKind) -> bool:
     """Whether sessions of this model kind keep onnxruntime's CPU memory arena between runs.
 
     The arena keeps a run's working memory for the next run: without it every run maps and faults
-    in its memory afresh, measured 12-23 % slower for srgan-x4 on CPU (docs/performance.md,
+    in its memory afresh, measured 10-17 % slower for srgan-x4 tiles on CPU (docs/performance.md,
     "Memory"), so both kinds keep it unless an operator trades that for memory.
     """
     return settings.cpu_mem_arena_upscaler if kind == "upscaler" else settings.cpu_mem_arena_generator
@@ -300,6 +302,7 @@ def make_runner(
         io_binding=io_binding,
         device="cuda" if on_cuda else "cpu",
         device_id=settings.cuda_device_id if on_cuda else 0,
+        concurrent_runs=settings.streams(on_cuda),
     )
     # A graph with a fixed batch size cannot take merged batches; it runs request by request.
     if not settings.batching or card.input_shape[0] is not None:
@@ -310,6 +313,7 @@ def make_runner(
         max_batch_size=max_batch_size(settings, card.kind, on_cuda),
         max_queue_delay_ms=settings.max_queue_delay_ms,
         max_queue_size=settings.max_queue_size,
+        concurrent_batches=settings.streams(on_cuda),
         pad_to_buckets=on_cuda if settings.pad_batches is None else settings.pad_batches,
         batch_size_observer=metrics.batch_size.labels(card.name) if metrics else None,
         queue_time_observer=metrics.queue_wait_seconds.labels(card.name) if metrics else None,

@@ -20,6 +20,14 @@ ArenaExtendStrategy = Literal["kNextPowerOfTwo", "kSameAsRequested"]
 LogFormat = Literal["json", "text"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 #: SageMaker's variable for the port it wants the container to listen on.
 SAGEMAKER_PORT_VARIABLE = "SAGEMAKER_BIND_TO_PORT"
 
@@ -84,7 +92,16 @@ class Settings(BaseSettings):
         default=True, description="CUDA EP prefer_nhwc: measured 2x faster convolutions on an H100"
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="onnxruntime threads per run (0: one per core)"
+        default=0,
+        ge=0,
+        le=256,
+        description="onnxruntime threads per session run (0: cores / concurrent batches, at least 1)",
+    )
+    concurrent_batches: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="batches of one model running at once, its streams (0: one per core on CPU, 1 on CUDA)",
     )
     cpu_mem_arena_generator: bool = Field(
         default=True,
@@ -93,7 +110,7 @@ class Settings(BaseSettings):
     cpu_mem_arena_upscaler: bool = Field(
         default=True,
         description="upscalers keep onnxruntime's CPU memory arena between runs: off frees each run's "
-        "working memory (about 0.9 GB per 288x288 tile for srgan-x4) at 12-23 % of upscale throughput",
+        "working memory (about 0.9 GB per 288x288 tile for srgan-x4) at 10-17 % of upscale throughput",
     )
 
     max_n: int = Field(default=64, ge=1, le=4096, description="most images one /generate may ask for")
@@ -183,7 +200,12 @@ class Settings(BaseSettings):
         description="pad batches to power-of-two sizes, all warmed up at startup (default: on CUDA only)",
     )
 
-    inference_workers: int = Field(default=2, ge=1, le=64, description="threads running sessions")
+    inference_workers: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="threads running sessions, all models together (0: as many as the models' streams use)",
+    )
     encode_workers: int = Field(
         default=0, ge=0, le=256, description="threads decoding and encoding images (0: one per core)"
     )
@@ -303,6 +325,20 @@ class Settings(BaseSettings):
             return min(self.request_timeout_s, limit)
         # 10 s to answer and be logged before SageMaker stops waiting; limits of 10 s or less keep it all.
         return max(limit - 10, min(limit, 10))
+
+    def streams(self, on_cuda: bool) -> int:
+        """Batches of one model in flight at once: `concurrent_batches`, or 1 on CUDA, a core each on CPU."""
+        return self.concurrent_batches or (1 if on_cuda else cpu_cores())
+
+    def session_threads(self, on_cuda: bool) -> int:
+        """onnxruntime intra-op threads per run: `intra_op_threads`, or the cores shared by the streams."""
+        return self.intra_op_threads or max(1, cpu_cores() // self.streams(on_cuda))
+
+    @property
+    def inference_threads(self) -> int:
+        """Inference pool size: `inference_workers`, or no bound of its own when it is 0."""
+        # Each model's streams bound its runs; the pool only starts threads as runs need them.
+        return self.inference_workers or 256
 
     @property
     def encode_threads(self) -> int:
