@@ -14,7 +14,8 @@ request only if it can end before its deadline:
 * `max_requests` requests already in progress (queued or running): 503 `queue_full`.
 
 Estimates err on the side of refusing: every piece is priced as a run of its own although batches
-share runs, and runs measured while others ran concurrently look slower. Until the model has been
+share runs, and runs measured while others ran concurrently look slower. A model with several
+streams (concurrent batches) drains its queue that many runs at a time. Until the model has been
 measured (the first run of a session pays one-time setup and is not counted), requests are admitted
 on the count alone; the request deadline still bounds how long they can take.
 """
@@ -96,9 +97,10 @@ class Throughput:
 class ModelAdmission:
     """One model's admitted work not yet done, and the rule that admits or refuses a new request."""
 
-    def __init__(self, name: str, max_requests: int | None = None) -> None:
+    def __init__(self, name: str, max_requests: int | None = None, streams: int = 1) -> None:
         self.name = name
         self.max_requests = max_requests
+        self.streams = streams
         self.throughput = Throughput()
         #: Requests admitted and not finished.
         self.requests = 0
@@ -107,7 +109,10 @@ class ModelAdmission:
 
     def queued_seconds(self) -> float:
         """Estimated seconds of admitted work not yet done (0 before the model was measured)."""
-        return self.throughput.seconds(Work(math.ceil(self._elements), math.ceil(self._runs))) or 0.0
+        work = self.throughput.seconds(Work(math.ceil(self._elements), math.ceil(self._runs))) or 0.0
+        # Runs are timed while they share the cores with the model's other streams: `streams` of
+        # them drain together.
+        return work / self.streams
 
     def admit(
         self,

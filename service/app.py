@@ -302,7 +302,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: ServiceMetrics = app.state.metrics
     # Our own pixel check runs first with the configured limit; Pillow's is only a backstop.
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, settings.max_image_pixels)
-    inference_pool = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+    inference_pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
     encode_pool = ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="encode")
     try:
         repository = await asyncio.to_thread(ModelRepository.load, settings, inference_pool, metrics)

@@ -11,11 +11,15 @@ Behaviour, in the words a caller needs:
   output rows for them, in order.
 * Rows are the unit of batching. A batch is sent as soon as it holds ``max_batch_size`` rows, or
   when its oldest row has waited ``max_queue_delay_ms``, whichever comes first; while the model is
-  busy (``max_concurrent_batches`` calls already running) rows keep queuing, so load itself makes
-  batches bigger. With the default delay of 0 (Triton's default too) a request never waits for
-  company, only for a busy model. Batches are filled exactly: a request may be split across
-  consecutive batches (its rows stay in order and it completes when its last row does), so a
-  request larger than ``max_batch_size`` is fine.
+  busy (``max_concurrent_batches`` calls already running: its streams) rows keep queuing, so load
+  itself makes batches bigger. With the default delay of 0 (Triton's default too) a request never
+  waits for company, only for a busy model. Batches are filled exactly: a request may be split
+  across consecutive batches (its rows stay in order and it completes when its last row does), so
+  a request larger than ``max_batch_size`` is fine.
+* The fast path: with a delay of 0, a request of at most ``max_batch_size`` rows that finds nothing
+  queued and a stream free is run at once by its own task, as a batch of its own, without the
+  dispatcher's hand-offs (a lone client's latency is the model's). A delay above 0 is an operator's
+  request to wait for company, and is honoured.
 * Only rows with the same trailing shape and dtype are merged (the tiles of one image, same-size
   tiles of concurrent images, latent vectors of one generator).
 * A failed batch holding several requests is re-run one request at a time, so a request that
@@ -26,7 +30,8 @@ Behaviour, in the words a caller needs:
   one gets `QueueFull`, which carries a ``retry_after`` estimate in whole seconds (HTTP 503 +
   ``Retry-After``). None: no limit (`BatchingRunner` admits requests in front instead).
 * A caller that stops waiting (its task cancelled: a deadline, a client that left) takes its rows
-  out of the queue at once; only rows already inside a running batch are still computed.
+  out of the queue at once; only rows already inside a running batch are still computed, and
+  their stream stays taken until they are.
 * ``close()`` stops intake and lets what is queued finish; ``submit`` then raises `BatcherClosed`.
 
 `BatchingRunner` puts a `DynamicBatcher` behind the service's `ModelRunner` interface (one per
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections import deque
@@ -158,10 +164,12 @@ class DynamicBatcher:
         self._waiting = 0
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set on every arrival, freed stream and close: the dispatcher re-reads the queue then.
         self._arrival: asyncio.Event | None = None
-        self._slots: asyncio.Semaphore | None = None
+        #: Batches running now (dispatched or fast-path), at most `max_concurrent_batches`.
+        self._busy = 0
         self._dispatcher: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Future[Any]] = set()
         # Smoothed seconds per batch, for the Retry-After estimate.
         self._batch_seconds = 0.0
 
@@ -183,6 +191,13 @@ class DynamicBatcher:
                 retry_after=self._retry_after(),
             )
         loop = self._ensure_started()
+        if (
+            not self._groups
+            and self._busy < self.max_concurrent_batches
+            and self.max_queue_delay_s == 0.0
+            and len(rows) <= self.max_batch_size
+        ):
+            return await self._run_alone(loop, rows)
         key = (tuple(rows.shape[1:]), rows.dtype.str)
         request = _Request(rows=rows, future=loop.create_future(), enqueued_at=time.monotonic(), key=key)
         group = self._groups.setdefault(key, _Group())
@@ -204,13 +219,27 @@ class DynamicBatcher:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
+    async def _run_alone(self, loop: asyncio.AbstractEventLoop, rows: Array) -> Array:
+        """The fast path: run a lone request's rows now as one batch, in the caller's own task."""
+        self._busy += 1
+        if self._queue_time_observer is not None:
+            self._queue_time_observer.observe(0.0)
+        if self._batch_size_observer is not None:
+            self._batch_size_observer.observe(len(rows))
+        started = time.monotonic()
+        run = loop.run_in_executor(self._executor, self._batch_function, rows)
+        self._running.add(run)
+        run.add_done_callback(functools.partial(self._batch_finished, started=started))
+        # Shielded: a caller that leaves mid-run must not free the stream while its rows still run.
+        result: object = await asyncio.shield(run)
+        return self._split(result, len(rows), [rows])[0]
+
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             # Created lazily: asyncio primitives belong to the loop that first uses them.
             self._loop = loop
             self._arrival = asyncio.Event()
-            self._slots = asyncio.Semaphore(self.max_concurrent_batches)
             self._dispatcher = loop.create_task(self._dispatch_forever(), name=f"{self.name}-dispatch")
         elif self._loop is not loop:
             raise RuntimeError(f"{self.name}: used from a second event loop")
@@ -251,31 +280,40 @@ class DynamicBatcher:
             raise
 
     async def _dispatch_loop(self) -> None:
-        assert self._slots is not None
         while True:
-            await self._slots.acquire()
             key = await self._next_ready_group()
             if key is None:
-                self._slots.release()
                 return
             pieces = self._take(key)
             if not pieces:
-                self._slots.release()
                 continue
+            self._busy += 1
             task = asyncio.get_running_loop().create_task(self._run(pieces))
             self._running.add(task)
-            task.add_done_callback(self._batch_finished)
+            task.add_done_callback(functools.partial(self._batch_finished, started=time.monotonic()))
 
-    def _batch_finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        assert self._slots is not None
-        self._slots.release()
+    def _batch_finished(self, run: asyncio.Future[Any], started: float) -> None:
+        """A batch (dispatched or fast-path) is over: free its stream, wake the dispatcher."""
+        self._running.discard(run)
+        self._busy -= 1
+        if not run.cancelled() and run.exception() is None:
+            # Smoothed seconds per batch (queue hand-offs included), for the Retry-After estimate.
+            elapsed = time.monotonic() - started
+            previous = self._batch_seconds or elapsed
+            self._batch_seconds = 0.8 * previous + 0.2 * elapsed
+        assert self._arrival is not None
+        self._arrival.set()
 
     async def _next_ready_group(self) -> tuple[tuple[int, ...], str] | None:
-        """Wait until some group should be sent now; None once closing with nothing left."""
+        """Wait until a stream is free and some group should be sent now; None once closing and empty."""
         assert self._arrival is not None
         while True:
             self._arrival.clear()
+            if self._closing and not self._groups:
+                return None
+            if self._busy >= self.max_concurrent_batches or not self._groups:
+                await self._arrival.wait()
+                continue
             ready: tuple[tuple[int, ...], str] | None = None
             earliest = math.inf
             for key, group in self._groups.items():
@@ -362,17 +400,19 @@ class DynamicBatcher:
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if self._batch_size_observer is not None:
             self._batch_size_observer.observe(len(batch))
-        started = time.monotonic()
         loop = asyncio.get_running_loop()
         result: object = await loop.run_in_executor(self._executor, self._batch_function, batch)
-        elapsed = time.monotonic() - started
-        previous = self._batch_seconds or elapsed
-        self._batch_seconds = 0.8 * previous + 0.2 * elapsed
-        if not isinstance(result, np.ndarray) or result.ndim < 1 or result.shape[0] != len(batch):
+        return self._split(result, len(batch), parts)
+
+    def _split(self, result: object, rows: int, parts: list[Array]) -> list[Array]:
+        """The batch function's output for `rows` rows, checked and cut into one slice per part."""
+        if not isinstance(result, np.ndarray) or result.ndim < 1 or result.shape[0] != rows:
             got = f"shape {result.shape}" if isinstance(result, np.ndarray) else type(result).__name__
             raise BatchOutputMismatch(
-                f"{self.name}: batch function returned {got} for a batch of {len(batch)} rows"
+                f"{self.name}: batch function returned {got} for a batch of {rows} rows"
             )
+        if len(parts) == 1:
+            return [result]
         outputs: list[Array] = []
         offset = 0
         for part in parts:
@@ -408,6 +448,9 @@ class BatchingRunner:
     `max_queue_size` bounds the requests in progress through `admission` (the core admits each
     request once, whatever number of pieces it submits), not the batcher's queue of pieces: the
     tiles of one image are many submits but one request.
+
+    `concurrent_batches` is the model's streams: batches of this model running at once, each a
+    concurrent session run (onnxruntime's `run` is thread-safe and releases the GIL).
     """
 
     def __init__(
@@ -418,6 +461,7 @@ class BatchingRunner:
         max_batch_size: int,
         max_queue_delay_ms: float,
         max_queue_size: int,
+        concurrent_batches: int = 1,
         pad_to_buckets: bool = False,
         batch_size_observer: Observer | None = None,
         queue_time_observer: Observer | None = None,
@@ -426,12 +470,15 @@ class BatchingRunner:
         self.inner = inner
         self.buckets = batch_buckets(max_batch_size) if pad_to_buckets else ()
         #: Prices requests by this runner's measured batches (padding included, as it is computed).
-        self.admission = ModelAdmission(inner.card.name, max_requests=max_queue_size)
+        self.admission = ModelAdmission(
+            inner.card.name, max_requests=max_queue_size, streams=concurrent_batches
+        )
         self._batcher = DynamicBatcher(
             self._run_batch,
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
             max_queue_size=None,
+            max_concurrent_batches=concurrent_batches,
             executor=executor,
             name=f"model {inner.card.name}",
             batch_size_observer=batch_size_observer,

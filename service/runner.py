@@ -1,7 +1,8 @@
 """Model execution behind one small interface: float32 arrays in, float32 arrays out.
 
 Routes only ever call `await runner.run(inputs)`. `SessionRunner` runs one onnxruntime session in a
-bounded thread pool (onnxruntime releases the GIL, so the event loop stays free for health checks).
+thread pool, at most `concurrent_runs` runs at once (onnxruntime's `run` is thread-safe and releases
+the GIL, so runs overlap and the event loop stays free for health checks).
 `service.batching.BatchingRunner` wraps a `SessionRunner` in the same `ModelRunner` protocol and
 merges concurrent calls into one session run (dynamic batching), so the routes never change.
 """
@@ -38,7 +39,7 @@ class ModelRunner(Protocol):
 
 
 class SessionRunner:
-    """A `ModelRunner` over one onnxruntime session, executed in a shared bounded thread pool."""
+    """A `ModelRunner` over one onnxruntime session, executed in a shared thread pool."""
 
     def __init__(
         self,
@@ -49,22 +50,32 @@ class SessionRunner:
         io_binding: bool = False,
         device: str = "cpu",
         device_id: int = 0,
+        concurrent_runs: int = 1,
     ) -> None:
         self.card = card
         self._session = session
         self._executor = executor
+        self.concurrent_runs = concurrent_runs
+        # Created on first use: asyncio primitives belong to the loop that first uses them.
+        self._streams: asyncio.Semaphore | None = None
         self.io_binding = io_binding
         self._device = device
         self._device_id = device_id
         #: Sees the seconds of each session run (`gan_serve_inference_seconds`), once warm.
         self.run_observer: Observer | None = None
         #: Prices requests by this session's measured runs (warm-up included, its first run not).
-        self.admission = ModelAdmission(card.name)
+        self.admission = ModelAdmission(card.name, streams=concurrent_runs)
 
     async def run(self, inputs: np.ndarray) -> np.ndarray:
-        """Check `inputs` against the card, then run the session off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.run_sync, inputs)
+        """Check `inputs` against the card, then run the session off the event loop (one stream)."""
+        if self._streams is None:
+            self._streams = asyncio.Semaphore(self.concurrent_runs)
+        streams = self._streams
+        await streams.acquire()
+        run = asyncio.get_running_loop().run_in_executor(self._executor, self.run_sync, inputs)
+        run.add_done_callback(lambda _: streams.release())
+        # Shielded: a caller that leaves mid-run must not free the stream while the run goes on.
+        return await asyncio.shield(run)
 
     def run_sync(self, inputs: np.ndarray) -> np.ndarray:
         """Run the session in the calling thread (warm-up and benchmarks use this)."""
