@@ -209,7 +209,12 @@ class Settings(BaseSettings):
     encode_workers: int = Field(
         default=0, ge=0, le=256, description="threads decoding and encoding images (0: one per core)"
     )
-    png_compress_level: int = Field(default=1, ge=0, le=9, description="zlib level for PNG output")
+    png_compress_level: int = Field(
+        default=1,
+        ge=0,
+        le=9,
+        description="PNG compression level: 1-3 the service's ISA-L writer, 0 and 4-9 Pillow's zlib",
+    )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG and WebP quality")
     warmup_batch_sizes: list[int] = Field(
         default=[1, 8], description="generator batch sizes run once at startup"
