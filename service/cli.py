@@ -34,7 +34,7 @@ from service.app import create_app, drain_requests
 from service.entries import scan_repository
 from service.errors import StartupError
 from service.http_protocol import ConnectionLimits, protocol_with
-from service.logs import configure_logging
+from service.logs import configure_logging, flush_logs
 from service.settings import Settings
 
 EXIT_USAGE = 2
@@ -106,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         # Reading the cards takes milliseconds: fail before binding the port if the repository is broken.
         scan_repository(settings.models_dir)
     except StartupError as exc:
+        flush_logs()
         print(f"gan-serve: {exc.message}", file=sys.stderr)
         return EXIT_STARTUP
 
     try:
         app = create_app(settings)
     except StartupError as exc:
+        flush_logs()
         print(f"gan-serve: {exc.message}", file=sys.stderr)
         return EXIT_STARTUP
     logging.getLogger("uvicorn.error").addFilter(_DropTracebacks())
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         if not app.state.startup_error:
             raise
     if app.state.startup_error:
+        # Logs are written by their own thread (`service.logs`): this line must come after them.
+        flush_logs()
         print(f"gan-serve: {app.state.startup_error}", file=sys.stderr)
         return EXIT_STARTUP
     return 0
@@ -202,6 +206,7 @@ def _exit_now(drain_s: float) -> None:
         drain_s + EXIT_MARGIN_S,
         drain_s,
     )
+    flush_logs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(0)
