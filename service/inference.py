@@ -182,7 +182,7 @@ class InferenceCore:
     settings: Settings
     repository: ModelRepository
     metrics: ServiceMetrics
-    #: Worker threads for CPU-side image work (the alpha plane's resize).
+    #: Worker threads for CPU-side image work: tiles converted and pasted, the alpha plane resized.
     image_pool: Executor
 
     def __post_init__(self) -> None:
@@ -328,7 +328,12 @@ class InferenceCore:
                 model,
                 deadline,
                 upscale_color(
-                    image.color, model.runner, tile=plan.tile, overlap=plan.overlap, on_tile=tile_done
+                    image.color,
+                    model.runner,
+                    self.image_pool,
+                    tile=plan.tile,
+                    overlap=plan.overlap,
+                    on_tile=tile_done,
                 ),
             )
         pixels = color

@@ -5,7 +5,9 @@ tile's core is kept from the output, so seams vanish once the overlap covers the
 field (and stay below one grey level in practice with less). Up to `TILES_IN_FLIGHT` tiles of one
 image are submitted at once, so a batching runner merges same-size tiles (of this image and of
 concurrent ones) into one session run; a failing tile fails the whole request, with the tile named
-in the message, and the image's other tiles are cancelled. Errors that are not the model's (a full
+in the message, and the image's other tiles are cancelled. Converting tiles to and from the
+model's values and pasting them happens in a worker pool, one hop per tile, never on the event
+loop (a 288x288 tile's x4 output is 4 million values). Errors that are not the model's (a full
 queue, a shutdown) and cancellation (a deadline, a client that left) pass through unchanged, so
 they keep their own status; cancelling the request takes its queued tiles out of the batcher.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +114,7 @@ def upscaled_size(card: ModelCard, height: int, width: int) -> tuple[int, int]:
 async def upscale_color(
     color: np.ndarray,
     runner: ModelRunner,
+    executor: Executor,
     *,
     tile: int,
     overlap: int,
@@ -121,6 +125,11 @@ async def upscale_color(
     A 3-channel model given a grayscale image sees it replicated to RGB and its output is turned
     back to gray (ITU-R 601 luma, as Pillow does); a 1-channel model given an RGB image upscales
     each channel as its own image. `on_tile` hears the model input elements of each tile done.
+
+    Pixel work never runs on the event loop: one hop to `executor` converts the first tiles'
+    inputs, then each tile takes one hop that converts its output, pastes its core into the image
+    and converts the input of the tile that takes its place in flight. The tiles run in
+    `TILES_IN_FLIGHT` lanes, lane k taking tiles k, k + TILES_IN_FLIGHT, ...
     """
     card = runner.card
     assert card.scale is not None and card.input_channels is not None
@@ -129,16 +138,29 @@ async def upscale_color(
         raise InvalidRequest(
             f"model {card.name} takes {card.input_channels}-channel images; this image has {channels}"
         )
-    scale = card.scale
-    out = np.empty((height * scale, width * scale, channels), np.uint8)
+    out = np.empty((height * card.scale, width * card.scale, channels), np.uint8)
     tiles = tile_image(height, width, tile, overlap)
-    window = asyncio.Semaphore(TILES_IN_FLIGHT)
+    values_per_pixel = _rows(card, channels) * card.input_channels
+    loop = asyncio.get_running_loop()
 
-    async def run_one(index: int, piece: Tile) -> None:
-        region = color[piece.context_top : piece.context_bottom, piece.context_left : piece.context_right]
-        async with window:
+    def region(index: int) -> np.ndarray:
+        piece = tiles[index]
+        return color[piece.context_top : piece.context_bottom, piece.context_left : piece.context_right]
+
+    first = await loop.run_in_executor(
+        executor, _tile_inputs_of, [region(i) for i in range(min(TILES_IN_FLIGHT, len(tiles)))], card
+    )
+
+    async def lane(index: int, inputs: np.ndarray) -> None:
+        while True:
+            piece = tiles[index]
+            following = index + TILES_IN_FLIGHT
+            after = region(following) if following < len(tiles) else None
             try:
-                upscaled = await _run_tile(region, runner)
+                outputs = await run_in_chunks(runner, inputs)
+                next_inputs = await loop.run_in_executor(
+                    executor, _finish_tile, outputs, card, channels, piece, out, after
+                )
             except InferenceError as exc:
                 # Only the model's own failures are named after the tile; a full queue or a
                 # shutdown keeps its 503, and cancellation is not an Exception at all.
@@ -146,16 +168,14 @@ async def upscale_color(
                     f"tile {index + 1} of {len(tiles)} (input rows {piece.top}-{piece.bottom}, "
                     f"columns {piece.left}-{piece.right}) failed: {exc.message}"
                 ) from exc
-        top = (piece.top - piece.context_top) * scale
-        left = (piece.left - piece.context_left) * scale
-        core = upscaled[
-            top : top + (piece.bottom - piece.top) * scale, left : left + (piece.right - piece.left) * scale
-        ]
-        out[piece.top * scale : piece.bottom * scale, piece.left * scale : piece.right * scale] = core
-        if on_tile is not None:
-            on_tile(region.shape[0] * region.shape[1] * _rows(card, channels) * card.input_channels)
+            if on_tile is not None:
+                area = (piece.context_bottom - piece.context_top) * (piece.context_right - piece.context_left)
+                on_tile(area * values_per_pixel)
+            if next_inputs is None:
+                return
+            index, inputs = following, next_inputs
 
-    await _all_or_first_error([run_one(i, piece) for i, piece in enumerate(tiles)])
+    await _all_or_first_error([lane(i, inputs) for i, inputs in enumerate(first)])
     return out, len(tiles)
 
 
@@ -174,10 +194,18 @@ async def _all_or_first_error(jobs: list[Coroutine[Any, Any, None]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _run_tile(region: np.ndarray, runner: ModelRunner) -> np.ndarray:
-    card = runner.card
-    assert card.scale is not None and card.input_range is not None and card.input_channels is not None
-    height, width, channels = region.shape
+def _tile_inputs_of(regions: list[np.ndarray], card: ModelCard) -> list[np.ndarray]:
+    """`tile_inputs` of several regions, in one hop."""
+    return [tile_inputs(region, card) for region in regions]
+
+
+def tile_inputs(region: np.ndarray, card: ModelCard) -> np.ndarray:
+    """The model input of one (h, w, c) uint8 region: values in the card's range, its layout and channels.
+
+    A 1-channel model given an RGB region runs each channel as a row of its own.
+    """
+    assert card.input_range is not None and card.input_channels is not None
+    channels = region.shape[2]
     if card.input_channels == channels:
         batch = region[None]
     elif card.input_channels == 3:
@@ -187,20 +215,49 @@ async def _run_tile(region: np.ndarray, runner: ModelRunner) -> np.ndarray:
     inputs = from_uint8(batch, card.input_range)
     if card.layout == "NCHW":
         inputs = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
-    outputs = await run_in_chunks(runner, inputs)
+    return inputs
+
+
+def _finish_tile(
+    outputs: np.ndarray,
+    card: ModelCard,
+    channels: int,
+    piece: Tile,
+    out: np.ndarray,
+    after: np.ndarray | None,
+) -> np.ndarray | None:
+    """Paste one tile's output into `out`, then return the model input of `after` (None: no tile)."""
+    paste_tile(outputs, card, channels, piece, out)
+    return None if after is None else tile_inputs(after, card)
+
+
+def paste_tile(outputs: np.ndarray, card: ModelCard, channels: int, piece: Tile, out: np.ndarray) -> None:
+    """Check one tile's model output, turn its core into `channels`-channel pixels, write it into `out`."""
+    assert card.scale is not None and card.input_channels is not None
+    scale = card.scale
     if card.layout == "NCHW" and outputs.ndim == 4:
         outputs = outputs.transpose(0, 2, 3, 1)
-    expected = (batch.shape[0], height * card.scale, width * card.scale, card.channels)
+    context_height = piece.context_bottom - piece.context_top
+    context_width = piece.context_right - piece.context_left
+    expected = (_rows(card, channels), context_height * scale, context_width * scale, card.channels)
     if outputs.shape != expected:
         raise InferenceError(
             f"model {card.name} returned shape {list(outputs.shape)}, expected {list(expected)}"
         )
-    pixels = to_uint8(outputs, card.output_range)
+    # Only the core is kept: the context around it is converted for nothing otherwise.
+    top = (piece.top - piece.context_top) * scale
+    left = (piece.left - piece.context_left) * scale
+    core = outputs[
+        :, top : top + (piece.bottom - piece.top) * scale, left : left + (piece.right - piece.left) * scale
+    ]
+    pixels = to_uint8(core, card.output_range)
+    target = out[piece.top * scale : piece.bottom * scale, piece.left * scale : piece.right * scale]
     if card.input_channels == channels:
-        return pixels[0]
-    if card.input_channels == 3:
-        return _luma(pixels[0])
-    return np.moveaxis(pixels[..., 0], 0, 2)
+        target[...] = pixels[0]
+    elif card.input_channels == 3:
+        target[...] = _luma(pixels[0])
+    else:
+        target[...] = np.moveaxis(pixels[..., 0], 0, 2)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
