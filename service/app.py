@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -199,7 +199,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+        # Not uuid4: its os.urandom releases the GIL, and the loop may wait for a worker to give it back.
+        rid = incoming if _REQUEST_ID_RE.fullmatch(incoming) else f"{random.getrandbits(128):032x}"
         token = request_id.set(rid)
         route = scope["path"] if scope["path"] in self.routes else "unmatched"
         facts = install_facts(scope)

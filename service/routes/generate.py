@@ -344,8 +344,10 @@ async def serve_generate(
     )
 
 
-def json_body(request: Request) -> None:
+async def json_body(request: Request) -> None:
     """Refuse a body that is not JSON before it is read (`curl -d` sends a form unless told otherwise)."""
+    # `async def` only so FastAPI calls it on the event loop: a plain `def` dependency costs a
+    # worker-thread round trip on every request (service/deps.py).
     content_type = request.headers.get("content-type")
     if content_type is None:
         return
