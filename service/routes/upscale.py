@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.decode import IMAGE_MEDIA_TYPES, check_media_type, decode_image
+from service.decode import IMAGE_MEDIA_TYPES, DecodedImage, check_media_type, decode_image
 from service.deps import AcceptHeader, FactsDep, StateDep
 from service.encode import MEDIA_TYPES, OutputFormat
 from service.facts import RequestFacts
@@ -114,12 +114,8 @@ async def serve_upscale(
     """
     check_media_type(content_type)
     job = replace(upscale_job(options), deadline=deadline if deadline is not None else state.core.deadline())
-    size = await state.in_encode_pool(header_size, data)
-    if size is not None and size[0] * size[1] <= state.settings.max_image_pixels:
-        # Refused from the header alone: a too costly request never costs its decode (an image
-        # above max_image_pixels is decode_image's to refuse, as image_too_large).
-        state.core.plan_upscale(job, *size)
-    image = await state.in_encode_pool(decode_image, data, state.settings.max_image_pixels)
+    # One hop to the encode pool reads the header, checks the plan and decodes.
+    image = await state.in_encode_pool(decode_within_limits, data, job, state)
     check_still_format(rendering.format, image.alpha is not None)
     result = await state.core.upscale(image, job)
     facts.model = result.card.name
@@ -146,6 +142,16 @@ async def upscale(
     rendering = state.rendering(options.format, "json" if prefers_json(accept) else "auto")
     work = serve_upscale(data, content_type, options, rendering, state, facts, deadline)
     return (await unless_disconnected(request, work)).response()
+
+
+def decode_within_limits(data: bytes, job: UpscaleJob, state: ServiceState) -> DecodedImage:
+    """Decode the image, once its header's size has passed the server's limits for `job`."""
+    size = header_size(data)
+    if size is not None and size[0] * size[1] <= state.settings.max_image_pixels:
+        # Refused from the header alone: a too costly request never costs its decode (an image
+        # above max_image_pixels is decode_image's to refuse, as image_too_large).
+        state.core.plan_upscale(job, *size)
+    return decode_image(data, state.settings.max_image_pixels)
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
