@@ -146,6 +146,12 @@ def configure_logging(log_format: LogFormat, level: str) -> None:
         _writer.stop()
     _writer = LogWriter(_records, stream)
     _writer.start()
+    # What no formatter here shows, the logging call need not gather: its caller's file and line
+    # (a walk up the stack), thread and process (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
