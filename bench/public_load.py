@@ -3,9 +3,10 @@
 Starts `gan-serve` on CPU (the default repository unless `--models`), warms it, then runs
 `--clients` closed-loop clients for `--seconds`, each picking at random a `/generate` of n in
 {1, 2, 4, 8, 16} or an `/upscale` of a 64² to 1024² image, while a prober asks `/health/ready`
-five times a second and the server's RSS is sampled every second. Reports, per request kind:
-answers by status, latency of the served ones, the slowest answer of any kind; then the checks
-a public host needs:
+five times a second and the server's RSS is sampled every second. The prober runs in a process of
+its own: in the clients' event loop, 64 httpx clients' CPU would delay its own timing. Reports,
+per request kind: answers by status, latency of the served ones, the slowest answer of any kind;
+then the checks a public host needs:
 
 - server errors (5xx other than 503): 0;
 - no answer later than the request deadline (plus one running batch): work that cannot finish in
@@ -17,6 +18,7 @@ A script, not a test: it prints figures and PASS/FAIL per check, and exits 1 whe
 
     .venv/bin/python bench/public_load.py                 # 64 clients, 60 s, models/
     .venv/bin/python bench/public_load.py --clients 16 --seconds 20
+    .venv/bin/python bench/public_load.py --tree /tmp/before   # the service/ of another source tree
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import multiprocessing
 import os
 import random
 import socket
@@ -87,14 +90,23 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def start_server(models: Path, port: int) -> subprocess.Popen[bytes]:
-    script = Path(sys.executable).parent / "gan-serve"
-    env = {**os.environ, "GAN_SERVE_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen(
-        [str(script), "--models", str(models), "--port", str(port), "--device", "cpu"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+def start_server(
+    models: Path, port: int, tree: Path | None, log_level: str, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "GAN_SERVE_LOG_LEVEL": log_level}
+    if tree is not None:
+        # That tree's `service` package ahead of the editable install of this checkout.
+        env["PYTHONPATH"] = str(tree)
+    command = [sys.executable, "-m", "service.cli", "--models", str(models), "--port", str(port)]
+    command += ["--device", "cpu"]
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=tree or ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 def wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
@@ -148,33 +160,39 @@ async def _client(
                 answers.append(Answer(kind, 0, time.monotonic() - started, type(exc).__name__, None))
 
 
-async def _probe(base: str, end: float, latencies: list[float], failures: list[int]) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+def _probe(base: str, seconds: float, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """Ask /health/ready five times a second for `seconds`; put (latencies, failed statuses) on `results`."""
+    latencies: list[float] = []
+    failures: list[int] = []
+    end = time.monotonic() + seconds
+    with httpx.Client(base_url=base, timeout=10) as client:
         while time.monotonic() < end:
             started = time.monotonic()
             try:
-                response = await client.get("/health/ready")
+                response = client.get("/health/ready")
                 latencies.append(time.monotonic() - started)
                 if response.status_code != 200:
                     failures.append(response.status_code)
             except httpx.HTTPError:
                 latencies.append(time.monotonic() - started)
                 failures.append(0)
-            await asyncio.sleep(max(0.0, 0.2 - (time.monotonic() - started)))
+            time.sleep(max(0.0, 0.2 - (time.monotonic() - started)))
+    results.put((latencies, failures))
 
 
 async def run(
     base: str, clients: int, seconds: float, images: dict[int, bytes]
 ) -> tuple[list[Answer], list[float], list[int]]:
     kinds = [f"generate {n}" for n in GENERATE_N] + [f"upscale {s}x{s}" for s in UPSCALE_SIDES]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    prober = context.Process(target=_probe, args=(base, seconds, results), daemon=True)
+    prober.start()
     end = time.monotonic() + seconds
     answers: list[Answer] = []
-    health: list[float] = []
-    failures: list[int] = []
-    await asyncio.gather(
-        _probe(base, end, health, failures),
-        *(_client(base, kinds, images, end, answers, seed) for seed in range(clients)),
-    )
+    await asyncio.gather(*(_client(base, kinds, images, end, answers, seed) for seed in range(clients)))
+    health, failures = await asyncio.to_thread(results.get, True, 60)
+    prober.join(10)
     return answers, health, failures
 
 
@@ -196,13 +214,21 @@ def main() -> int:
     parser.add_argument(
         "--grace", type=float, default=5, help="seconds past the deadline one running batch may take"
     )
+    parser.add_argument(
+        "--tree", type=Path, help="serve the service/ package of this source tree (default: this checkout)"
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", help="the server's log level (INFO: an access line per request)"
+    )
     args = parser.parse_args()
     if not (args.models / "faces64").exists() and args.models == ROOT / "models":
         raise SystemExit("build the default repository first: make models")
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_server(args.models, port)
+    log = ROOT / "bench" / "results" / "public_load-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    server = start_server(args.models, port, args.tree, args.log_level, log)
     try:
         wait_ready(base, server)
         images = {side: _natural_png(side, side) for side in UPSCALE_SIDES}
@@ -240,7 +266,8 @@ def main() -> int:
 
     print(
         f"{args.clients} clients for {args.seconds:g} s ({wall:.0f} s until the last answer) on "
-        f"{os.cpu_count()} cores; 1-min load {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+        f"{os.cpu_count()} cores; 1-min load {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+        f"service/ from {args.tree or ROOT}, log level {args.log_level}"
     )
     print(f"\n{'request':<16} {'answers':>7}  {'by status':<34} {'served p50':>10} {'p99':>7} {'slowest':>8}")
     by_kind: dict[str, list[Answer]] = defaultdict(list)
