@@ -41,6 +41,7 @@ from service.metrics import ServiceMetrics
 from service.repository import ModelRepository
 from service.routes import ROUTERS
 from service.routes.v2 import is_v2
+from service.runner import IdleMemoryRelease
 from service.settings import Settings
 from service.state import ServiceState
 from service.uploads import body_too_large
@@ -323,6 +324,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         inference_pool=inference_pool,
         encode_pool=encode_pool,
     )
+    idle_release = IdleMemoryRelease(
+        [model.session for model in repository.models.values() if model.session is not None],
+        settings.arena_idle_release_s,
+    )
+    idle_release.start()
     app.state.ready = True
     metrics.ready.set(1)
     log.info(
@@ -337,6 +343,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ready = False
         metrics.ready.set(0)
         app.state.service = None
+        idle_release.stop()
         if await release(repository, [inference_pool, encode_pool], RELEASE_TIMEOUT_S):
             log.info("stopped: models released")
         else:

@@ -21,6 +21,7 @@ import tempfile
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ class LoadedModel:
     warmup_ms: float
     #: Op type -> nodes onnxruntime put on the CPU provider in a CUDA session (empty on CPU).
     cpu_nodes: dict[str, int] = field(default_factory=dict)
+    #: The runner of the session itself (under any batching), for idle memory release.
+    session: SessionRunner | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -114,6 +117,8 @@ def load_model(
     session_runner, runner, warm, buckets = make_runner(opened, card, settings, executor, metrics)
     warmup_ms = warm_up(warm, settings, buckets)
     release_warmup_memory(opened, card, settings)
+    if not opened.on_cuda and cpu_mem_arena(settings, card.kind):
+        session_runner.release_memory = partial(release_warmup_memory, opened, card, settings)
     if metrics is not None:
         # Observed from here on: warm-up runs are not requests.
         session_runner.run_observer = metrics.inference_seconds.labels(card.name)
@@ -141,6 +146,7 @@ def load_model(
         fp16=opened.fp16,
         warmup_ms=warmup_ms,
         cpu_nodes=cpu_nodes,
+        session=session_runner,
     )
 
 

@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         description="upscalers keep onnxruntime's CPU memory arena between runs: off frees each run's "
         "working memory (about 0.9 GB per 288x288 tile for srgan-x4) at 10-17 % of upscale throughput",
     )
+    arena_idle_release_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="seconds a CPU session sits idle after running before its arena's unused memory "
+        "is handed back (0: never; under load a session is never idle that long)",
+    )
 
     max_n: int = Field(default=64, ge=1, le=4096, description="most images one /generate may ask for")
     max_body_bytes: int = Field(

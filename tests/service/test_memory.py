@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,30 @@ def test_upscale_without_the_cpu_arena_gives_the_same_pixels(client: TestClient,
     with TestClient(create_app(settings)) as without_arena:
         np.testing.assert_array_equal(npy(without_arena), npy(client))
         assert generated(without_arena) == generated(client)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_an_idle_upscaler_hands_its_working_memory_back(repo: Path) -> None:
+    """After a large upscale the arena holds its working set; idle a moment, the service gives it back."""
+    settings = Settings(
+        models_dir=repo, tile_size=512, tile_overlap=16, warmup_batch_sizes=[1], arena_idle_release_s=0.3
+    )
+    image = png_bytes(random_pixels(512, 512, 3, seed=4))
+    with TestClient(create_app(settings)) as client:
+        before = _rss_mib()
+        response = client.post("/upscale", content=image, headers={"content-type": "image/png"})
+        assert response.status_code == 200, response.text
+        grown = _rss_mib()
+        released = grown
+        for _ in range(50):
+            time.sleep(0.1)
+            released = _rss_mib()
+            if released < before + (grown - before) / 3:
+                break
+    assert grown - before > 100, (before, grown)  # the upscale's working set really was kept
+    assert released < before + (grown - before) / 3, (before, grown, released)
