@@ -46,6 +46,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 GENERATE_N = (1, 2, 4, 8, 16)
 UPSCALE_SIDES = (64, 128, 256, 512, 1024)
+#: Seconds of quiet before each RSS figure: above the service's 2-s idle release, plus its 1-s poll.
+SETTLE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,9 @@ def main() -> int:
             )
         for n in GENERATE_N:
             httpx.post(f"{base}/generate", json={"n": n}, timeout=60)
+        # Both RSS figures are taken once the service has been quiet SETTLE_S: what it holds, not a
+        # run's working set that an idle session hands back (GAN_SERVE_ARENA_IDLE_RELEASE_S).
+        time.sleep(SETTLE_S)
         rss_start = _rss_mib(server.pid)
         samples: list[float] = []
         stop = threading.Event()
@@ -253,7 +258,7 @@ def main() -> int:
         started = time.monotonic()
         answers, health, failures = asyncio.run(run(base, args.clients, args.seconds, images))
         wall = time.monotonic() - started
-        time.sleep(2)
+        time.sleep(SETTLE_S)
         stop.set()
         rss_end = _rss_mib(server.pid)
         load_after = os.getloadavg()
