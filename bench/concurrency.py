@@ -120,13 +120,14 @@ class Sample:
             else own
         )
         busy_cores = busy_fraction(before.machine, self.machine) * cpu_cores()
-        other = busy_cores - subject - (own if server else 0.0)
+        other = busy_cores - (subject + (own if server else 0.0)) / seconds
         return {
             "seconds": seconds,
             "images_per_s": images / seconds if seconds > 0 else 0.0,
             "cpu_ms_per_image": subject * 1000 / images if images else None,
             "cores": subject / seconds,
             "client_cores": own / seconds if server else None,
+            "busy_cores": busy_cores,
             "other_cores": max(0.0, other),
             "loadavg": loadavg(),
         }
@@ -219,10 +220,15 @@ def start_servers(
         source, commit = product_source(baseline_ref, work)
         baseline = Setting(0, 0, ref=commit)
         servers[baseline] = product_server(repo, "cpu", work, source, name=f"before-{commit}")
-    for setting, server in servers.items():
-        print(f"starting gan-serve {setting.label}", flush=True)
-        server.env["GAN_SERVE_LOG_LEVEL"] = "WARNING"
-        server.start()
+    try:
+        for setting, server in servers.items():
+            print(f"starting gan-serve {setting.label}", flush=True)
+            server.env["GAN_SERVE_LOG_LEVEL"] = "WARNING"
+            server.start()
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
     return servers
 
 

@@ -16,10 +16,11 @@ Behaviour, in the words a caller needs:
   waits for company, only for a busy model. Batches are filled exactly: a request may be split
   across consecutive batches (its rows stay in order and it completes when its last row does), so
   a request larger than ``max_batch_size`` is fine.
-* The fast path: with a delay of 0, a request of at most ``max_batch_size`` rows that finds nothing
-  queued and a stream free is run at once by its own task, as a batch of its own, without the
-  dispatcher's hand-offs (a lone client's latency is the model's). A delay above 0 is an operator's
-  request to wait for company, and is honoured.
+* The fast path: with a delay of 0, a request that finds nothing queued and a stream free is run at
+  once by its own task, without the dispatcher's hand-offs (a lone client's latency is the
+  model's); its rows are spread over every free stream (16 rows, two free streams: two concurrent
+  batches of 8), so a lone request uses the cores the streams stand for. A delay above 0 is an
+  operator's request to wait for company, and is honoured.
 * Only rows with the same trailing shape and dtype are merged (the tiles of one image, same-size
   tiles of concurrent images, latent vectors of one generator).
 * A failed batch holding several requests is re-run one request at a time, so a request that
@@ -191,13 +192,14 @@ class DynamicBatcher:
                 retry_after=self._retry_after(),
             )
         loop = self._ensure_started()
+        free = self.max_concurrent_batches - self._busy
         if (
             not self._groups
-            and self._busy < self.max_concurrent_batches
+            and free > 0
             and self.max_queue_delay_s == 0.0
-            and len(rows) <= self.max_batch_size
+            and len(rows) <= free * self.max_batch_size
         ):
-            return await self._run_alone(loop, rows)
+            return await self._run_now(loop, rows, free)
         key = (tuple(rows.shape[1:]), rows.dtype.str)
         request = _Request(rows=rows, future=loop.create_future(), enqueued_at=time.monotonic(), key=key)
         group = self._groups.setdefault(key, _Group())
@@ -219,20 +221,26 @@ class DynamicBatcher:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _run_alone(self, loop: asyncio.AbstractEventLoop, rows: Array) -> Array:
-        """The fast path: run a lone request's rows now as one batch, in the caller's own task."""
-        self._busy += 1
+    async def _run_now(self, loop: asyncio.AbstractEventLoop, rows: Array, free: int) -> Array:
+        """The fast path: run a lone request at once in the caller's task, spread over `free` streams."""
         if self._queue_time_observer is not None:
             self._queue_time_observer.observe(0.0)
+        parts = np.array_split(rows, min(free, len(rows)))
+        runs = [self._start(loop, part) for part in parts]
+        # Shielded: a caller that leaves mid-run must not free the streams while its rows still run.
+        results: list[object] = list(await asyncio.gather(*(asyncio.shield(run) for run in runs)))
+        outputs = [self._split(out, len(part), [part])[0] for out, part in zip(results, parts, strict=True)]
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def _start(self, loop: asyncio.AbstractEventLoop, batch: Array) -> asyncio.Future[Any]:
+        """Start one batch on a free stream, in the executor; the stream is freed when it ends."""
+        self._busy += 1
         if self._batch_size_observer is not None:
-            self._batch_size_observer.observe(len(rows))
-        started = time.monotonic()
-        run = loop.run_in_executor(self._executor, self._batch_function, rows)
+            self._batch_size_observer.observe(len(batch))
+        run = loop.run_in_executor(self._executor, self._batch_function, batch)
         self._running.add(run)
-        run.add_done_callback(functools.partial(self._batch_finished, started=started))
-        # Shielded: a caller that leaves mid-run must not free the stream while its rows still run.
-        result: object = await asyncio.shield(run)
-        return self._split(result, len(rows), [rows])[0]
+        run.add_done_callback(functools.partial(self._batch_finished, started=time.monotonic()))
+        return run
 
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()

@@ -29,7 +29,7 @@ from service.errors import (
     ServiceError,
 )
 from service.runner import SessionRunner
-from service.settings import Settings
+from service.settings import Settings, cpu_cores
 from tests.service.conftest import RGB_GENERATOR, UPSCALER
 from tests.service.sample_images import png_bytes, random_pixels
 
@@ -316,6 +316,130 @@ async def test_metrics_see_every_batch_size_and_queue_time() -> None:
     await batcher.close()
 
 
+# -- streams: several batches of one model in flight, and the fast path ---------------------------
+
+
+async def test_with_two_streams_a_second_batch_runs_while_the_first_is_still_running() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0, max_concurrent_batches=2)
+    first = await hold_first_batch(batcher, fn)
+    second = asyncio.create_task(batcher.submit(rows(2, start=10)))
+    await wait_until(lambda: len(fn.batches) == 2)  # entered the model with the first still held
+    assert batcher.queued_requests == 0
+    fn.gate.set()
+    np.testing.assert_array_equal(await asyncio.wait_for(second, HANG), rows(2, start=10) * 2.0 + 1.0)
+    await first
+    await batcher.close()
+
+
+async def test_requests_queue_when_every_stream_is_busy_and_batch_up_behind_them() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0, max_concurrent_batches=2)
+    held = [await hold_first_batch(batcher, fn)]
+    held.append(asyncio.create_task(batcher.submit(rows(1, start=-200))))
+    await wait_until(lambda: len(fn.batches) == 2)
+    inputs = [rows(k, start=100 * i) for i, k in enumerate([1, 3, 2])]
+    tasks = [asyncio.create_task(batcher.submit(x)) for x in inputs]
+    await wait_until(lambda: batcher.queued_requests == 3)
+    assert len(fn.batches) == 2  # no third batch while both streams run
+    fn.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+    await asyncio.wait_for(asyncio.gather(*held), HANG)
+    assert fn.sizes == [1, 1, 6]
+    for x, y in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(y, x * 2.0 + 1.0)
+    await batcher.close()
+
+
+async def test_a_lone_request_runs_at_once_whatever_the_batch_size() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
+    for start in (0.0, 5.0):  # nothing else queued: each runs as its own batch, never waiting for company
+        x = rows(3, start=start)
+        np.testing.assert_array_equal(await asyncio.wait_for(batcher.submit(x), HANG), x * 2.0 + 1.0)
+    assert fn.sizes == [3, 3]
+    await batcher.close()
+
+
+async def test_a_lone_request_is_spread_over_the_free_streams_and_reassembled_in_order() -> None:
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0, max_concurrent_batches=3)
+    x = rows(7)
+    lone = asyncio.create_task(batcher.submit(x))
+    await wait_until(lambda: len(fn.batches) == 3)  # three concurrent batches, all in the model at once
+    fn.gate.set()
+    np.testing.assert_array_equal(await asyncio.wait_for(lone, HANG), x * 2.0 + 1.0)
+    assert sorted(fn.sizes) == [2, 2, 3]
+    # One stream busy: the next lone request is spread over the two still free.
+    first = await hold_first_batch(batcher, fn)
+    y = rows(4, start=50)
+    second = asyncio.create_task(batcher.submit(y))
+    await wait_until(lambda: len(fn.batches) == 6)
+    fn.gate.set()
+    np.testing.assert_array_equal(await asyncio.wait_for(second, HANG), y * 2.0 + 1.0)
+    await first
+    assert sorted(fn.sizes[3:]) == [1, 2, 2]
+    await batcher.close()
+
+
+async def test_a_lone_request_whose_output_has_the_wrong_row_count_fails_clearly() -> None:
+    def drops_a_row(batch: np.ndarray) -> np.ndarray:
+        return batch[1:] if len(batch) > 2 else batch * 2.0 + 1.0
+
+    batcher = DynamicBatcher(drops_a_row, max_batch_size=8, max_queue_delay_ms=0, max_concurrent_batches=1)
+    with pytest.raises(BatchOutputMismatch, match="returned shape \\(2, 3\\) for a batch of 3 rows"):
+        await asyncio.wait_for(batcher.submit(rows(3)), HANG)
+    # The stream was given back: the next request runs.
+    later = await asyncio.wait_for(batcher.submit(rows(1)), HANG)
+    np.testing.assert_array_equal(later, rows(1) * 2.0 + 1.0)
+    await batcher.close()
+
+
+async def test_a_caller_that_leaves_mid_run_keeps_its_stream_until_the_run_ends() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0, max_concurrent_batches=1)
+    gone = await hold_first_batch(batcher, fn)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    # Its rows still run in the model: the next request must wait for them, not run beside them.
+    waiting = asyncio.create_task(batcher.submit(rows(2, start=7)))
+    await wait_until(lambda: batcher.queued_requests == 1)
+    assert len(fn.batches) == 1
+    fn.gate.set()
+    np.testing.assert_array_equal(await asyncio.wait_for(waiting, HANG), rows(2, start=7) * 2.0 + 1.0)
+    assert fn.sizes == [1, 2]
+    await batcher.close()
+
+
+async def test_close_waits_for_a_lone_request_already_running() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
+    running = await hold_first_batch(batcher, fn)
+    closing = asyncio.create_task(batcher.close())
+    for _ in range(20):  # far more loop turns than stopping an idle dispatcher takes
+        await asyncio.sleep(0)
+    assert not closing.done()
+    fn.gate.set()
+    await asyncio.wait_for(closing, HANG)
+    assert running.done()
+    np.testing.assert_array_equal(running.result(), rows(1, start=-100) * 2.0 + 1.0)
+
+
+def test_the_streams_default_to_one_per_core_on_cpu_and_share_the_cores() -> None:
+    cores = cpu_cores()
+    auto = Settings()
+    assert auto.streams(on_cuda=False) == cores
+    assert auto.session_threads(on_cuda=False) == 1
+    assert auto.streams(on_cuda=True) == 1  # CUDA keeps one batch at a time
+    assert auto.session_threads(on_cuda=True) == cores
+    chosen = Settings(concurrent_batches=3, intra_op_threads=0)
+    assert chosen.streams(on_cuda=False) == 3
+    assert chosen.session_threads(on_cuda=False) == max(1, cores // 3)
+    assert Settings(concurrent_batches=1, intra_op_threads=2).session_threads(on_cuda=False) == 2
+
+
 @pytest.fixture(scope="module")
 def tiny_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real ONNX graph, y = tanh(x @ W), with a dynamic batch axis."""
@@ -366,9 +490,9 @@ def rgb_session_runner(repo: Path) -> Iterator[SessionRunner]:
         yield SessionRunner(session, card, pool)
 
 
-@pytest.mark.parametrize("pad", [False, True])
+@pytest.mark.parametrize(("pad", "streams"), [(False, 1), (True, 1), (False, 2)])
 async def test_batching_runner_gives_each_caller_what_the_session_gives_it_alone(
-    rgb_session_runner: SessionRunner, pad: bool
+    rgb_session_runner: SessionRunner, pad: bool, streams: int
 ) -> None:
     inner = rgb_session_runner
     latent_size = inner.card.latent_size
@@ -376,15 +500,16 @@ async def test_batching_runner_gives_each_caller_what_the_session_gives_it_alone
     rng = np.random.default_rng(2)
     inputs = [
         rng.standard_normal((k, latent_size), dtype=np.float32) for k in [1, 2, 3, 1, 5, 4]
-    ]  # two full batches
+    ]  # two full batches: with two streams, two concurrent runs of the one session
     expected = [inner.run_sync(x) for x in inputs]
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(streams) as pool:
         runner = BatchingRunner(
             inner,
             pool,
             max_batch_size=8,
             max_queue_delay_ms=10 * HANG * 1000,
             max_queue_size=16,
+            concurrent_batches=streams,
             pad_to_buckets=pad,
         )
         results = await asyncio.wait_for(asyncio.gather(*(runner.run(x) for x in inputs)), HANG)
