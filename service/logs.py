@@ -108,6 +108,16 @@ class RecordQueueHandler(QueueHandler):
         return record
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to `sys.stderr` as it is when the record is written, not when configured."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Whoever swapped sys.stderr (pytest's capture, a daemon manager) gets the lines; a stream
+        # closed since configure_logging ran never does.
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 class _Flush:
     """A marker on the record queue: the writer sets `written` once every record before it is out."""
 
@@ -135,7 +145,7 @@ FLUSH_TIMEOUT_S = 5.0
 def configure_logging(log_format: LogFormat, level: str) -> None:
     """Send the service's and uvicorn's logs to stderr in `log_format`, written by their own thread."""
     global _writer
-    stream = logging.StreamHandler(sys.stderr)
+    stream = StderrHandler()
     stream.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler = RecordQueueHandler(_records)
     # The request id is a context variable of the thread that logs: stamp it before the queue.
