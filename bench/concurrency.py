@@ -22,7 +22,9 @@ the tables give the median and min-max of images/s, the median ratio to the refe
 (the old default 1x(cores), or the baseline), CPU ms per image (this process in-process, the
 server's process tree over HTTP), cores used, p50, and the machine's load: the 1-minute load
 average and the cores busy with work that was neither the server nor the client ("other"). The
-load client runs in this process and shares the cores; its CPU is reported too.
+load client runs in this process and shares the cores; its CPU is reported too. On a machine
+shared with other jobs, each window waits (up to `--quiet-wait` s) for a moment when fewer than
+`--quiet-below` cores are busy before it starts.
 
 Writes `bench/results/concurrency-<time>.json` (every window) and `.md` (the tables).
 """
@@ -89,7 +91,7 @@ class Point:
 
 
 IN_PROCESS_POINTS = ("gen1-c1", "gen1-c16", "gen16-c1", "gen16-c4", "upscale-c1", "upscale-c8")
-HTTP_POINTS = ("gen1-c1", "gen1-c16", "gen1-c64", "gen16-c16", "upscale-c1", "upscale-c16")
+HTTP_POINTS = ("gen1-c1", "gen1-c16", "gen1-c64", "gen16-c1", "gen16-c16", "upscale-c1", "upscale-c16")
 
 
 def parse_point(key: str) -> Point:
@@ -275,12 +277,30 @@ def http_window(server: Server, point: Point, face: bytes, warmup: float, window
 # -- the schedule and the tables ------------------------------------------------------------------
 
 
+def wait_for_quiet(below: float, limit: float) -> float:
+    """Wait (at most `limit` s) until the machine's busy cores over half a second fall under `below`.
+
+    Other people's jobs share this machine in bursts; a window that starts in a gap measures the
+    settings rather than the neighbours. Returns the seconds waited (the window runs anyway after
+    `limit`; its "other cores" column says what it shared the machine with).
+    """
+    begun = time.perf_counter()
+    while True:
+        before = machine_cpu()
+        time.sleep(0.5)
+        busy = busy_fraction(before, machine_cpu()) * cpu_cores()
+        waited = time.perf_counter() - begun
+        if busy < below or waited >= limit:
+            return waited
+
+
 def rounds(
     part: str,
     settings: list[Setting],
     points: list[Point],
     n_rounds: int,
     measure: Callable[[Setting, Point], dict[str, Any]],
+    quiet: tuple[float, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Every point on every setting, round after round, the settings' order rotating."""
     windows = []
@@ -288,7 +308,9 @@ def rounds(
         for point_index, point in enumerate(points):
             shift = (round_index + point_index) % len(settings)
             for setting in settings[shift:] + settings[:shift]:
+                waited = wait_for_quiet(*quiet) if quiet else 0.0
                 result = measure(setting, point)
+                result["waited_s"] = waited
                 result.update({"part": part, "round": round_index, "point": point.key})
                 result["setting"] = setting.label
                 windows.append(result)
@@ -297,7 +319,7 @@ def rounds(
                     f"  {part} round {round_index + 1} {point.key:<11} {setting.label:<14}"
                     f" {result['images_per_s']:8.1f} img/s  {result['cpu_ms_per_image'] or 0:6.2f} ms/img"
                     f"  cores {result['cores']:.2f}  other {result['other_cores']:.2f}"
-                    f"  load {result['loadavg']:.2f}{errors}",
+                    f"  load {result['loadavg']:.2f}  waited {waited:.0f} s{errors}",
                     flush=True,
                 )
     return windows
@@ -366,9 +388,17 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=float, help="unmeasured seconds before each (default 1; --quick 0.5)"
     )
     parser.add_argument("--quick", action="store_true", help="2-s windows")
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=0.3,
+        help="before each window wait until fewer busy cores than this (0: never wait)",
+    )
+    parser.add_argument("--quiet-wait", type=float, default=30.0, help="longest wait for a quiet machine (s)")
     parser.add_argument("--baseline-ref", help="also serve this commit's service/ (its defaults) over HTTP")
     args = parser.parse_args(argv)
     window = args.window or (2.0 if args.quick else 4.0)
+    quiet = (args.quiet_below, args.quiet_wait) if args.quiet_below > 0 else None
     warmup = args.warmup or (0.5 if args.quick else 1.0)
     grid = [
         Setting(s, t) for s in map(int, args.streams.split(",")) for t in map(int, args.threads.split(","))
@@ -392,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             return in_process_window(loop, runner, point, warmup, window)
 
         points = [parse_point(k) for k in args.in_process_points.split(",") if k]
-        windows += rounds("in-process", grid, points, args.rounds, in_process)
+        windows += rounds("in-process", grid, points, args.rounds, in_process, quiet)
         for loaded in runners.values():
             for runner in loaded.values():
                 close = getattr(runner, "close", None)
@@ -410,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                 return http_window(servers[setting], point, face, warmup, window)
 
             points = [parse_point(k) for k in args.http_points.split(",") if k]
-            windows += rounds("http", list(servers), points, args.rounds, over_http)
+            windows += rounds("http", list(servers), points, args.rounds, over_http, quiet)
         finally:
             for server in servers.values():
                 server.stop()

@@ -427,17 +427,18 @@ async def test_close_waits_for_a_lone_request_already_running() -> None:
     np.testing.assert_array_equal(running.result(), rows(1, start=-100) * 2.0 + 1.0)
 
 
-def test_the_streams_default_to_one_per_core_on_cpu_and_share_the_cores() -> None:
+def test_the_streams_default_to_one_per_core_on_cpu_each_with_twice_its_share_of_threads() -> None:
     cores = cpu_cores()
     auto = Settings()
     assert auto.streams(on_cuda=False) == cores
-    assert auto.session_threads(on_cuda=False) == 1
+    assert auto.session_threads(on_cuda=False) == min(cores, 2)
     assert auto.streams(on_cuda=True) == 1  # CUDA keeps one batch at a time
     assert auto.session_threads(on_cuda=True) == cores
-    chosen = Settings(concurrent_batches=3, intra_op_threads=0)
-    assert chosen.streams(on_cuda=False) == 3
-    assert chosen.session_threads(on_cuda=False) == max(1, cores // 3)
-    assert Settings(concurrent_batches=1, intra_op_threads=2).session_threads(on_cuda=False) == 2
+    chosen = Settings(concurrent_batches=4 * cores, intra_op_threads=0)
+    assert chosen.streams(on_cuda=False) == 4 * cores
+    assert chosen.session_threads(on_cuda=False) == 1
+    assert Settings(concurrent_batches=1).session_threads(on_cuda=False) == cores
+    assert Settings(concurrent_batches=1, intra_op_threads=3).session_threads(on_cuda=False) == 3
 
 
 @pytest.fixture(scope="module")
