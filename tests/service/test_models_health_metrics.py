@@ -281,6 +281,7 @@ def test_every_operation_answers_413_to_a_body_over_the_limit(settings: Settings
 def test_while_stopping_every_operation_but_liveness_and_metrics_answers_503(settings: Settings) -> None:
     app = create_app(settings)
     with TestClient(app) as client:
+        assert client.portal is not None  # set while the client's context is open
         client.portal.call(drain_requests, app, 0)  # what gan-serve does on SIGTERM
         for operation, statuses in DOCUMENTED_STATUSES.items():
             response = call(client, operation)
