@@ -201,8 +201,6 @@ def _quiet_frameworks() -> None:
     for name in ("tensorflow", "tf2onnx", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("tf2onnx").propagate = False
-    if not os.environ.get("GAN_EXPORT_DEBUG"):
-        _import_tensorflow_silently()
 
 
 def _import_tensorflow_silently() -> None:
@@ -325,6 +323,8 @@ def _convert(args: argparse.Namespace, console: Console) -> int:
 
     reporter = RichReporter(console)
     with reporter.step("Loading TensorFlow"):
+        if not os.environ.get("GAN_EXPORT_DEBUG"):
+            _import_tensorflow_silently()
         from export.api import export_file
         from export.progress import reporting_to
         from export.source import ConditionRequest

@@ -229,7 +229,7 @@ def test_tiled_and_untiled_upscales_have_the_same_size(client: httpx.Client) -> 
         ("model=srgan-x4,tile", "'tile'"),
         ("colour=red", "'colour'"),
         ("tile=abc", "tile=abc"),
-        ("tile=8", "tile=8"),
+        ("tile=-8", "tile=-8"),
         ("format=gif", "format=gif"),
         ("tile=32,tile=64", "'tile'"),
         ("model=" + "x" * 1100, "1024"),
