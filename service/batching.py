@@ -19,7 +19,9 @@ Behaviour, in the words a caller needs:
 * The fast path: with a delay of 0, a request that finds nothing queued and a stream free is run at
   once by its own task, without the dispatcher's hand-offs (a lone client's latency is the
   model's); its rows are spread over every free stream (16 rows, two free streams: two concurrent
-  batches of 8), so a lone request uses the cores the streams stand for. A delay above 0 is an
+  batches of 8), so a lone request uses the cores the streams stand for. A request with fewer rows
+  than streams that finds every stream free goes to ``lone_function`` instead, when there is one
+  (`BatchingRunner`: a session with a thread per core), taking one stream. A delay above 0 is an
   operator's request to wait for company, and is honoured.
 * Only rows with the same trailing shape and dtype are merged (the tiles of one image, same-size
   tiles of concurrent images, latent vectors of one generator).
@@ -138,6 +140,7 @@ class DynamicBatcher:
         max_queue_delay_ms: float = 0.0,
         max_queue_size: int | None = 1024,
         max_concurrent_batches: int = 1,
+        lone_function: BatchFunction | None = None,
         executor: Executor | None = None,
         name: str = "batcher",
         batch_size_observer: Observer | None = None,
@@ -152,6 +155,7 @@ class DynamicBatcher:
         if max_concurrent_batches < 1:
             raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
         self._batch_function = batch_function
+        self._lone_function = lone_function
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
         self.max_queue_size = max_queue_size
@@ -199,6 +203,8 @@ class DynamicBatcher:
             and self.max_queue_delay_s == 0.0
             and len(rows) <= free * self.max_batch_size
         ):
+            if self._lone_function is not None and self._busy == 0 and len(rows) < free:
+                return await self._run_lone(loop, rows)
             return await self._run_now(loop, rows, free)
         key = (tuple(rows.shape[1:]), rows.dtype.str)
         request = _Request(rows=rows, future=loop.create_future(), enqueued_at=time.monotonic(), key=key)
@@ -226,18 +232,29 @@ class DynamicBatcher:
         if self._queue_time_observer is not None:
             self._queue_time_observer.observe(0.0)
         parts = np.array_split(rows, min(free, len(rows)))
-        runs = [self._start(loop, part) for part in parts]
+        runs = [self._start(loop, self._batch_function, part) for part in parts]
         # Shielded: a caller that leaves mid-run must not free the streams while its rows still run.
         results: list[object] = list(await asyncio.gather(*(asyncio.shield(run) for run in runs)))
         outputs = [self._split(out, len(part), [part])[0] for out, part in zip(results, parts, strict=True)]
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
-    def _start(self, loop: asyncio.AbstractEventLoop, batch: Array) -> asyncio.Future[Any]:
+    async def _run_lone(self, loop: asyncio.AbstractEventLoop, rows: Array) -> Array:
+        """The fast path on an idle model: the whole request through `lone_function`, on one stream."""
+        if self._queue_time_observer is not None:
+            self._queue_time_observer.observe(0.0)
+        assert self._lone_function is not None
+        run = self._start(loop, self._lone_function, rows)
+        # Shielded: a caller that leaves mid-run must not free the stream while its rows still run.
+        return self._split(await asyncio.shield(run), len(rows), [rows])[0]
+
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, function: BatchFunction, batch: Array
+    ) -> asyncio.Future[Any]:
         """Start one batch on a free stream, in the executor; the stream is freed when it ends."""
         self._busy += 1
         if self._batch_size_observer is not None:
             self._batch_size_observer.observe(len(batch))
-        run = loop.run_in_executor(self._executor, self._batch_function, batch)
+        run = loop.run_in_executor(self._executor, function, batch)
         self._running.add(run)
         run.add_done_callback(functools.partial(self._batch_finished, started=time.monotonic()))
         return run
@@ -458,7 +475,9 @@ class BatchingRunner:
     tiles of one image are many submits but one request.
 
     `concurrent_batches` is the model's streams: batches of this model running at once, each a
-    concurrent session run (onnxruntime's `run` is thread-safe and releases the GIL).
+    concurrent session run (onnxruntime's `run` is thread-safe and releases the GIL). `lone`, when
+    given, runs what the batcher's fast path sends it (a request with fewer rows than streams that
+    finds the model idle): on CPU, a second session with a thread per core.
     """
 
     def __init__(
@@ -470,12 +489,14 @@ class BatchingRunner:
         max_queue_delay_ms: float,
         max_queue_size: int,
         concurrent_batches: int = 1,
+        lone: SyncModelRunner | None = None,
         pad_to_buckets: bool = False,
         batch_size_observer: Observer | None = None,
         queue_time_observer: Observer | None = None,
     ) -> None:
         self.card = inner.card
         self.inner = inner
+        self.lone = lone
         self.buckets = batch_buckets(max_batch_size) if pad_to_buckets else ()
         #: Prices requests by this runner's measured batches (padding included, as it is computed).
         self.admission = ModelAdmission(
@@ -487,6 +508,7 @@ class BatchingRunner:
             max_queue_delay_ms=max_queue_delay_ms,
             max_queue_size=None,
             max_concurrent_batches=concurrent_batches,
+            lone_function=self._run_lone if lone is not None else None,
             executor=executor,
             name=f"model {inner.card.name}",
             batch_size_observer=batch_size_observer,
@@ -509,6 +531,11 @@ class BatchingRunner:
     def queued_requests(self) -> int:
         """Requests waiting for a batch (the `gan_serve_queued_requests` gauge)."""
         return self._batcher.queued_requests
+
+    def _run_lone(self, batch: Array) -> Array:
+        assert self.lone is not None
+        # Not priced into admission: lone runs happen only on an idle model, faster than a stream's.
+        return self.lone.run_sync(batch)
 
     def _run_batch(self, batch: Array) -> Array:
         rows = len(batch)

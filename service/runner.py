@@ -70,6 +70,9 @@ class SessionRunner:
         #: Hands the session's unused CPU arena memory back (`sessions.release_warmup_memory`);
         #: `IdleMemoryRelease` calls it once the session has been idle a while after running.
         self.release_memory: Callable[[], None] | None = None
+        #: The model's session for requests that find it idle (`sessions.lone_session`), whose
+        #: memory is handed back with this one's.
+        self.lone: SessionRunner | None = None
         self._activity = threading.Lock()
         self._in_flight = 0
         self._last_finished = 0.0
@@ -116,13 +119,17 @@ class SessionRunner:
         return output
 
     def release_if_idle(self, idle_s: float) -> bool:
-        """Hand the arena's unused memory back if the session ran, then sat idle `idle_s`; say if it did."""
+        """Hand the arena's unused memory back if the session ran, then sat idle `idle_s`; say if it did.
+
+        The lone session, if any, is checked on its own: it is idle whenever the streams are busy.
+        """
+        released = self.lone.release_if_idle(idle_s) if self.lone is not None else False
         if self.release_memory is None:
-            return False
+            return released
         with self._activity:
             idle = self._in_flight == 0 and time.monotonic() - self._last_finished >= idle_s
             if not (idle and self._ran_since_release):
-                return False
+                return released
             self._ran_since_release = False
         self.release_memory()
         return True

@@ -114,14 +114,23 @@ def load_model(
     opened = open_session(entry, settings, cuda=cuda)
     check_io(card, opened.session)
     check_card(card, opened.session)
-    session_runner, runner, warm, buckets = make_runner(opened, card, settings, executor, metrics)
+    lone = lone_session(entry, opened, settings)
+    session_runner, runner, warm, buckets = make_runner(opened, card, settings, executor, metrics, lone)
     warmup_ms = warm_up(warm, settings, buckets)
+    lone_runner = session_runner.lone
+    if lone_runner is not None:
+        # One small run sets the session up and leaves its arena small.
+        warmup_ms += warm_up(lone_runner, settings, (), [_smallest_input(card)])
     release_warmup_memory(opened, card, settings)
     if not opened.on_cuda and cpu_mem_arena(settings, card.kind):
         session_runner.release_memory = partial(release_warmup_memory, opened, card, settings)
+        if lone is not None and lone_runner is not None:
+            lone_runner.release_memory = partial(release_warmup_memory, lone, card, settings)
     if metrics is not None:
         # Observed from here on: warm-up runs are not requests.
         session_runner.run_observer = metrics.inference_seconds.labels(card.name)
+        if lone_runner is not None:
+            lone_runner.run_observer = session_runner.run_observer
     cpu_nodes = cpu_placement(opened, card)
     log.info(
         "model %s (%s) on %s%s, warm-up %.1f ms",
@@ -193,14 +202,20 @@ def cuda_options(settings: Settings, kind: ModelKind) -> dict[str, Any]:
 
 
 def _session(
-    entry: EntryFiles, path: Path, providers: list[Any], settings: Settings, *, profile: bool = False
+    entry: EntryFiles,
+    path: Path,
+    providers: list[Any],
+    settings: Settings,
+    *,
+    profile: bool = False,
+    threads: int | None = None,
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if profile:
         enable_placement_profile(options, Path(tempfile.gettempdir()), entry.card.name)
     # Each of the model's streams runs with its share of the cores (`Settings.session_threads`).
     on_cuda = any(isinstance(p, tuple) and p[0] == CUDA for p in providers)
-    options.intra_op_num_threads = settings.session_threads(on_cuda)
+    options.intra_op_num_threads = threads or settings.session_threads(on_cuda)
     # Idle intra-op threads would spin for a while after each run, stealing the cores that HTTP
     # parsing and image encoding need on a small CPU host.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -210,6 +225,19 @@ def _session(
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:
         raise ModelLoadError(f"model entry {entry.card.name}: onnxruntime cannot load {path}: {exc}") from exc
+
+
+def lone_session(entry: EntryFiles, opened: OpenedSession, settings: Settings) -> OpenedSession | None:
+    """A second CPU session with a thread per core, for requests that find their model idle.
+
+    Only where the streams' sessions have fewer threads than there are cores, and the model is
+    batched (`Settings.lone_threads`). Its arena is handed back when it idles, as the streams' is.
+    """
+    threads = settings.lone_threads(opened.on_cuda)
+    if not threads or not settings.batching or entry.card.input_shape[0] is not None:
+        return None
+    session = _session(entry, opened.path, [CPU], settings, threads=threads)
+    return OpenedSession(session, opened.path, False, session.get_providers(), profiled=False)
 
 
 def cpu_mem_arena(settings: Settings, kind: ModelKind) -> bool:
@@ -297,8 +325,12 @@ def make_runner(
     settings: Settings,
     executor: Executor,
     metrics: ServiceMetrics | None,
+    lone: OpenedSession | None = None,
 ) -> tuple[SessionRunner, ModelRunner, SyncModelRunner, tuple[int, ...]]:
-    """The session's runner, the runner requests use, the one to warm up, and its padded batch sizes."""
+    """The session's runner, the runner requests use, the one to warm up, and its padded batch sizes.
+
+    `lone` (`lone_session`) becomes the batching runner's runner for requests on an idle model.
+    """
     on_cuda = opened.on_cuda
     io_binding = on_cuda if settings.io_binding is None else settings.io_binding
     session_runner = SessionRunner(
@@ -313,6 +345,8 @@ def make_runner(
     # A graph with a fixed batch size cannot take merged batches; it runs request by request.
     if not settings.batching or card.input_shape[0] is not None:
         return session_runner, session_runner, session_runner, ()
+    if lone is not None:
+        session_runner.lone = SessionRunner(lone.session, card, executor)
     batching = BatchingRunner(
         session_runner,
         executor,
@@ -320,6 +354,7 @@ def make_runner(
         max_queue_delay_ms=settings.max_queue_delay_ms,
         max_queue_size=settings.max_queue_size,
         concurrent_batches=settings.streams(on_cuda),
+        lone=session_runner.lone,
         pad_to_buckets=on_cuda if settings.pad_batches is None else settings.pad_batches,
         batch_size_observer=metrics.batch_size.labels(card.name) if metrics else None,
         queue_time_observer=metrics.queue_wait_seconds.labels(card.name) if metrics else None,
@@ -355,11 +390,16 @@ def warmup_inputs(card: ModelCard, settings: Settings, buckets: tuple[int, ...] 
     return [np.zeros((b, *row), np.float32) for b in buckets or (1,)]
 
 
-def warm_up(runner: SyncModelRunner, settings: Settings, buckets: tuple[int, ...]) -> float:
-    """Run every warm-up input once; the milliseconds it took."""
+def warm_up(
+    runner: SyncModelRunner,
+    settings: Settings,
+    buckets: tuple[int, ...],
+    inputs_list: list[np.ndarray] | None = None,
+) -> float:
+    """Run every warm-up input (or `inputs_list`) once; the milliseconds it took."""
     start = time.perf_counter()
     try:
-        for inputs in warmup_inputs(runner.card, settings, buckets):
+        for inputs in inputs_list or warmup_inputs(runner.card, settings, buckets):
             runner.run_sync(inputs)
     except InferenceError as exc:
         raise ModelLoadError(f"model entry {runner.card.name}: warm-up failed: {exc.message}") from exc

@@ -95,13 +95,18 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=256,
-        description="onnxruntime threads per session run (0: twice the cores per stream, at most the cores)",
+        description="onnxruntime threads per session run (0: the cores divided by the streams, at least 1)",
     )
     concurrent_batches: int = Field(
         default=0,
         ge=0,
         le=64,
         description="batches of one model running at once, its streams (0: one per core on CPU, 1 on CUDA)",
+    )
+    lone_runs_all_cores: bool = Field(
+        default=True,
+        description="on CPU, a request that finds its model idle runs on a second session with a thread "
+        "per core (when the streams have fewer); off: one session per model, less memory",
     )
     cpu_mem_arena_generator: bool = Field(
         default=True,
@@ -343,15 +348,19 @@ class Settings(BaseSettings):
         return self.concurrent_batches or (1 if on_cuda else cpu_cores())
 
     def session_threads(self, on_cuda: bool) -> int:
-        """onnxruntime intra-op threads per run: `intra_op_threads`, or twice the cores per stream.
+        """onnxruntime intra-op threads per run: `intra_op_threads`, or the cores shared by the streams."""
+        return self.intra_op_threads or max(1, cpu_cores() // self.streams(on_cuda))
 
-        Twice, at most all the cores: a stream whose neighbours are idle (a lone request) borrows
-        their cores, 1.5-1.7x faster than one thread on this project's 2-core host; under full load
-        the extra threads wait (spinning is off) and cost 5-15 % more CPU per image
-        (docs/performance.md, "Concurrency").
+    def lone_threads(self, on_cuda: bool) -> int:
+        """Threads of the session for lone requests: every core, or 0 where there is none to gain.
+
+        A lone request on one of several one-thread streams would leave the other cores idle: on
+        this project's 2-core host it ran a 64x64 upscale 1.8x and a 64x64 face 1.6x slower than on
+        two threads (docs/performance.md, "Concurrency"). Not on CUDA, whose one stream has them all.
         """
-        cores = cpu_cores()
-        return self.intra_op_threads or min(cores, max(1, 2 * cores // self.streams(on_cuda)))
+        if on_cuda or not self.lone_runs_all_cores or self.session_threads(on_cuda) >= cpu_cores():
+            return 0
+        return cpu_cores()
 
     @property
     def inference_threads(self) -> int:

@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
+from PIL import Image
 
 from service.app import create_app
 from service.batching import BatchingRunner, DynamicBatcher, batch_buckets
@@ -383,6 +384,28 @@ async def test_a_lone_request_is_spread_over_the_free_streams_and_reassembled_in
     await batcher.close()
 
 
+async def test_a_request_finding_the_model_idle_with_fewer_rows_than_streams_runs_lone() -> None:
+    streams, lone = Recorder(), Recorder()
+    lone.gate.clear()
+    batcher = DynamicBatcher(
+        streams, max_batch_size=64, max_queue_delay_ms=0, max_concurrent_batches=2, lone_function=lone
+    )
+    x = rows(1)
+    first = asyncio.create_task(batcher.submit(x))
+    await wait_until(lambda: len(lone.batches) == 1)
+    # The lone run takes one stream: the next single row goes to the other, a one-thread stream.
+    y = rows(1, start=5)
+    np.testing.assert_array_equal(await asyncio.wait_for(batcher.submit(y), HANG), y * 2.0 + 1.0)
+    lone.gate.set()
+    np.testing.assert_array_equal(await asyncio.wait_for(first, HANG), x * 2.0 + 1.0)
+    # Rows enough for every stream are spread over them, not sent lone.
+    z = rows(4, start=9)
+    np.testing.assert_array_equal(await asyncio.wait_for(batcher.submit(z), HANG), z * 2.0 + 1.0)
+    assert lone.sizes == [1]
+    assert streams.sizes == [1, 2, 2]
+    await batcher.close()
+
+
 async def test_a_lone_request_whose_output_has_the_wrong_row_count_fails_clearly() -> None:
     def drops_a_row(batch: np.ndarray) -> np.ndarray:
         return batch[1:] if len(batch) > 2 else batch * 2.0 + 1.0
@@ -427,18 +450,20 @@ async def test_close_waits_for_a_lone_request_already_running() -> None:
     np.testing.assert_array_equal(running.result(), rows(1, start=-100) * 2.0 + 1.0)
 
 
-def test_the_streams_default_to_one_per_core_on_cpu_each_with_twice_its_share_of_threads() -> None:
+def test_the_streams_default_to_one_per_core_on_cpu_and_lone_requests_get_every_core() -> None:
     cores = cpu_cores()
     auto = Settings()
     assert auto.streams(on_cuda=False) == cores
-    assert auto.session_threads(on_cuda=False) == min(cores, 2)
-    assert auto.streams(on_cuda=True) == 1  # CUDA keeps one batch at a time
+    assert auto.session_threads(on_cuda=False) == 1
+    assert auto.lone_threads(on_cuda=False) == (cores if cores > 1 else 0)
+    assert auto.streams(on_cuda=True) == 1  # CUDA keeps one batch at a time, with every thread
     assert auto.session_threads(on_cuda=True) == cores
-    chosen = Settings(concurrent_batches=4 * cores, intra_op_threads=0)
-    assert chosen.streams(on_cuda=False) == 4 * cores
-    assert chosen.session_threads(on_cuda=False) == 1
-    assert Settings(concurrent_batches=1).session_threads(on_cuda=False) == cores
-    assert Settings(concurrent_batches=1, intra_op_threads=3).session_threads(on_cuda=False) == 3
+    assert auto.lone_threads(on_cuda=True) == 0
+    one_stream = Settings(concurrent_batches=1)
+    assert one_stream.session_threads(on_cuda=False) == cores
+    assert one_stream.lone_threads(on_cuda=False) == 0  # its stream has every core already
+    assert Settings(concurrent_batches=2, intra_op_threads=3).session_threads(on_cuda=False) == 3
+    assert Settings(lone_runs_all_cores=False).lone_threads(on_cuda=False) == 0
 
 
 @pytest.fixture(scope="module")
@@ -624,3 +649,22 @@ def test_padded_batches_serve_the_same_images(settings: Settings, client: TestCl
         assert r.status_code == 200, r.text
     for seed, image in enumerate(images):
         assert np.abs(image - _generate(client, seed)).max() <= 1
+
+
+def test_lone_requests_on_a_session_of_their_own_give_the_same_images(settings: Settings) -> None:
+    # Two one-thread streams: a lone request runs on the model's second session (where the machine
+    # has more than one core), the same images as with that session turned off.
+    streams = settings.model_copy(update={"concurrent_batches": 2, "intra_op_threads": 1})
+    image = png_bytes(random_pixels(40, 40, 3))
+    answers = []
+    for lone in (True, False):
+        with TestClient(create_app(streams.model_copy(update={"lone_runs_all_cores": lone}))) as serving:
+            generated = [_generate(serving, seed) for seed in (0, 1)]
+            r = serving.post("/upscale", content=image, headers={"content-type": "image/png"})
+            assert r.status_code == 200, r.text
+            assert _metric(serving, "gan_serve_inference_seconds_count", RGB_GENERATOR) == 2
+            answers.append((generated, np.asarray(Image.open(io.BytesIO(r.content))).astype(int)))
+    (lone_images, lone_upscaled), (stream_images, stream_upscaled) = answers
+    for a, b in zip(lone_images, stream_images, strict=True):
+        assert np.abs(a - b).max() <= 1
+    assert np.abs(lone_upscaled - stream_upscaled).max() <= 1
