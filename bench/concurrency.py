@@ -6,8 +6,10 @@
     .venv/bin/python bench/concurrency.py --only http --streams 1,2 --threads 1,2
 
 A setting is `streams x threads`: batches of one model in flight at once (`concurrent_batches`)
-times onnxruntime intra-op threads per run (`intra_op_threads`). Two parts, each over every
-setting of the grid (streams 1-4, threads 1-2 by default):
+times onnxruntime intra-op threads per run (`intra_op_threads`); where the threads are fewer than
+the cores, a request that finds the model idle runs on its session with a thread per core
+(`lone_runs_all_cores`; `--lone-off` adds each such setting without it, "no lone"). Two parts, each
+over every setting of the grid (streams 1-4, threads 1-2 by default):
 
 * **in-process**: the service's own runners (`service.sessions.load_model`: session options,
   `BatchingRunner`, admission, warm-up) over faces64 and srgan-x4, driven by C closed-loop
@@ -74,10 +76,16 @@ class Setting:
     streams: int
     threads: int
     ref: str | None = None
+    #: Lone requests on the model's session with a thread per core (`lone_runs_all_cores`).
+    lone: bool = True
 
     @property
     def label(self) -> str:
-        return f"before ({self.ref})" if self.ref else f"{self.streams}x{self.threads}"
+        if self.ref:
+            return f"before ({self.ref})"
+        return f"{self.streams}x{self.threads}" + (
+            "" if self.lone or self.threads >= cpu_cores() else " no lone"
+        )
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,7 @@ def load_runners(setting: Setting, repo: Path, pool: ThreadPoolExecutor) -> dict
         device="cpu",
         concurrent_batches=setting.streams,
         intra_op_threads=setting.threads,
+        lone_runs_all_cores=setting.lone,
     )
     return {
         entry.card.name: load_model(entry, settings, pool, None, cuda=False).runner
@@ -217,6 +226,7 @@ def start_servers(
         server = product_server(repo, "cpu", work, ROOT, name=f"product-{setting.label}")
         server.env["GAN_SERVE_CONCURRENT_BATCHES"] = str(setting.streams)
         server.env["GAN_SERVE_INTRA_OP_THREADS"] = str(setting.threads)
+        server.env["GAN_SERVE_LONE_RUNS_ALL_CORES"] = "true" if setting.lone else "false"
         servers[setting] = server
     if baseline_ref is not None:
         source, commit = product_source(baseline_ref, work)
@@ -389,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="2-s windows")
     parser.add_argument(
+        "--lone-off",
+        action="store_true",
+        help="also each setting with fewer threads than cores, lone runs off",
+    )
+    parser.add_argument(
         "--quiet-below",
         type=float,
         default=0.3,
@@ -403,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     grid = [
         Setting(s, t) for s in map(int, args.streams.split(",")) for t in map(int, args.threads.split(","))
     ]
+    if args.lone_off:
+        grid += [Setting(g.streams, g.threads, lone=False) for g in grid if g.threads < cpu_cores()]
     old_default = f"1x{cpu_cores()}"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work = RESULTS / "work" / "concurrency"

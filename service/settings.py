@@ -6,6 +6,8 @@ message and exit status 2. docs/service.md lists every variable.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +24,16 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def cpu_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers narrow), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+    """The cores this process may use: its CPU affinity, narrowed by a cgroup CPU quota, at least 1.
+
+    A container started with `--cpus 2` on a 16-core host sees 16 cores but gets the time of 2.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    return max(1, cores)
 
 
 #: SageMaker's variable for the port it wants the container to listen on.
