@@ -56,7 +56,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -66,7 +66,10 @@ from service.card import ModelCard
 from service.errors import BatcherClosed, BatchOutputMismatch, QueueFull
 
 Array = npt.NDArray[Any]
+T = TypeVar("T")
 BatchFunction = Callable[[Array], Array]
+#: What a request does with its output rows in the worker thread that computed them (`submit`).
+Finish = Callable[[Array], Any]
 
 
 class Observer(Protocol):
@@ -83,6 +86,7 @@ class _Request:
     future: asyncio.Future[Array]
     enqueued_at: float
     key: tuple[tuple[int, ...], str]
+    finish: Finish | None = None
     queued: bool = True
     started: bool = False
     taken: int = 0
@@ -107,6 +111,13 @@ class _Request:
         if not self.future.done():
             self.future.set_exception(exc)
 
+    def finished(self, value: object) -> None:
+        """The request's whole output, already through its `finish` in the batch's worker."""
+        self.parts.clear()
+        self.finish = None
+        if not self.future.done():
+            self.future.set_result(value)  # type: ignore[arg-type]
+
 
 @dataclass(eq=False)
 class _Piece:
@@ -119,6 +130,21 @@ class _Piece:
     @property
     def rows(self) -> Array:
         return self.request.rows[self.start : self.stop]
+
+    @property
+    def finish(self) -> Finish | None:
+        """The request's `finish`, when this piece is all of it (a split request finishes apart)."""
+        whole = self.start == 0 and self.stop == len(self.request.rows)
+        return self.request.finish if whole else None
+
+
+class _Failed:
+    """A `finish` that raised, carried out of the worker to the one request it belongs to."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 @dataclass(eq=False)
@@ -183,8 +209,14 @@ class DynamicBatcher:
         """Requests waiting for a batch (not yet wholly inside a running one)."""
         return self._waiting
 
-    async def submit(self, rows: Array) -> Array:
-        """Run `rows` (k >= 1 rows along axis 0) through the batch function; return its k output rows."""
+    async def submit(self, rows: Array, finish: Finish | None = None) -> Any:
+        """Run `rows` (k >= 1 rows along axis 0) through the batch function; return its k output rows.
+
+        With `finish`, return `finish(output rows)` instead, called in the worker thread that ran
+        the batch, right after the run (one hop per batch: converting and encoding happen where
+        the rows were computed); a request split across batches or streams finishes in one more
+        hop once its last rows are in. An exception from `finish` fails this request alone.
+        """
         if self._closing:
             raise BatcherClosed(f"{self.name}: shutting down, not accepting requests")
         if rows.ndim < 1 or rows.shape[0] < 1:
@@ -204,10 +236,12 @@ class DynamicBatcher:
             and len(rows) <= free * self.max_batch_size
         ):
             if self._lone_function is not None and self._busy == 0 and len(rows) < free:
-                return await self._run_lone(loop, rows)
-            return await self._run_now(loop, rows, free)
+                return await self._run_lone(loop, rows, finish)
+            return await self._run_now(loop, rows, free, finish)
         key = (tuple(rows.shape[1:]), rows.dtype.str)
-        request = _Request(rows=rows, future=loop.create_future(), enqueued_at=time.monotonic(), key=key)
+        request = _Request(
+            rows=rows, future=loop.create_future(), enqueued_at=time.monotonic(), key=key, finish=finish
+        )
         group = self._groups.setdefault(key, _Group())
         group.requests.append(request)
         group.rows += len(rows)
@@ -215,7 +249,11 @@ class DynamicBatcher:
         request.future.add_done_callback(lambda _: self._forget(request))
         assert self._arrival is not None
         self._arrival.set()
-        return await request.future
+        result = await request.future
+        if request.finish is None:
+            return result
+        # Split across batches: its rows came back raw, piece by piece; finish them in one hop.
+        return await loop.run_in_executor(self._executor, request.finish, result)
 
     async def close(self) -> None:
         """Stop intake, let every queued request get its batch, then return."""
@@ -227,34 +265,50 @@ class DynamicBatcher:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _run_now(self, loop: asyncio.AbstractEventLoop, rows: Array, free: int) -> Array:
+    async def _run_now(
+        self, loop: asyncio.AbstractEventLoop, rows: Array, free: int, finish: Finish | None
+    ) -> Any:
         """The fast path: run a lone request at once in the caller's task, spread over `free` streams."""
         if self._queue_time_observer is not None:
             self._queue_time_observer.observe(0.0)
+        if len(rows) == 1 or free == 1:
+            return await self._run_whole(loop, self._batch_function, rows, finish)
         parts = np.array_split(rows, min(free, len(rows)))
-        runs = [self._start(loop, self._batch_function, part) for part in parts]
+        runs = [self._start(loop, self._batch_function, part, None) for part in parts]
         # Shielded: a caller that leaves mid-run must not free the streams while its rows still run.
-        results: list[object] = list(await asyncio.gather(*(asyncio.shield(run) for run in runs)))
-        outputs = [self._split(out, len(part), [part])[0] for out, part in zip(results, parts, strict=True)]
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        outputs: list[Array] = list(await asyncio.gather(*(asyncio.shield(run) for run in runs)))
+        output = np.concatenate(outputs)
+        if finish is None:
+            return output
+        return await loop.run_in_executor(self._executor, finish, output)
 
-    async def _run_lone(self, loop: asyncio.AbstractEventLoop, rows: Array) -> Array:
+    async def _run_lone(self, loop: asyncio.AbstractEventLoop, rows: Array, finish: Finish | None) -> Any:
         """The fast path on an idle model: the whole request through `lone_function`, on one stream."""
         if self._queue_time_observer is not None:
             self._queue_time_observer.observe(0.0)
         assert self._lone_function is not None
-        run = self._start(loop, self._lone_function, rows)
+        return await self._run_whole(loop, self._lone_function, rows, finish)
+
+    async def _run_whole(
+        self, loop: asyncio.AbstractEventLoop, function: BatchFunction, rows: Array, finish: Finish | None
+    ) -> Any:
+        """One request as one batch on one stream, finished in the same worker."""
+        run = self._start(loop, function, rows, finish)
         # Shielded: a caller that leaves mid-run must not free the stream while its rows still run.
-        return self._split(await asyncio.shield(run), len(rows), [rows])[0]
+        return await asyncio.shield(run)
 
     def _start(
-        self, loop: asyncio.AbstractEventLoop, function: BatchFunction, batch: Array
+        self, loop: asyncio.AbstractEventLoop, function: BatchFunction, batch: Array, finish: Finish | None
     ) -> asyncio.Future[Any]:
-        """Start one batch on a free stream, in the executor; the stream is freed when it ends."""
+        """Start one batch on a free stream, in the executor; the stream is freed when it ends.
+
+        The run's output is checked in the worker (`BatchOutputMismatch`) and, with `finish`,
+        finished there too.
+        """
         self._busy += 1
         if self._batch_size_observer is not None:
             self._batch_size_observer.observe(len(batch))
-        run = loop.run_in_executor(self._executor, function, batch)
+        run = loop.run_in_executor(self._executor, self._whole, function, batch, finish)
         self._running.add(run)
         run.add_done_callback(functools.partial(self._batch_finished, started=time.monotonic()))
         return run
@@ -329,6 +383,11 @@ class DynamicBatcher:
         assert self._arrival is not None
         self._arrival.set()
 
+    def _whole(self, function: BatchFunction, batch: Array, finish: Finish | None) -> Any:
+        """In a worker: run one request's rows as one batch, check the output, finish it."""
+        output = self._split(function(batch), len(batch), [batch])[0]
+        return output if finish is None else finish(output)
+
     async def _next_ready_group(self) -> tuple[tuple[int, ...], str] | None:
         """Wait until a stream is free and some group should be sent now; None once closing and empty."""
         assert self._arrival is not None
@@ -396,7 +455,7 @@ class DynamicBatcher:
         if not pieces:
             return
         try:
-            outputs = await self._call([p.rows for p in pieces])
+            outputs = await self._call(pieces)
         except BatchOutputMismatch as exc:
             for piece in pieces:
                 piece.request.fail(exc)
@@ -411,23 +470,51 @@ class DynamicBatcher:
                 if piece.request.future.done():
                     continue
                 try:
-                    (alone,) = await self._call([piece.rows])
+                    (alone,) = await self._call([piece])
                 except Exception as piece_exc:
                     piece.request.fail(piece_exc)
                 else:
-                    piece.request.deliver(piece.start, alone)
+                    self._hand_out(piece, alone)
             return
         for piece, out in zip(pieces, outputs, strict=True):
+            self._hand_out(piece, out)
+
+    @staticmethod
+    def _hand_out(piece: _Piece, out: object) -> None:
+        """Give a piece's output (its rows, or its request's finished result or error) to its request."""
+        if isinstance(out, _Failed):
+            piece.request.fail(out.error)
+        elif piece.finish is not None:
+            piece.request.finished(out)
+        else:
+            assert isinstance(out, np.ndarray)
             piece.request.deliver(piece.start, out)
 
-    async def _call(self, parts: list[Array]) -> list[Array]:
-        """Stack `parts`, call the batch function once, check the row count, split the output."""
+    async def _call(self, pieces: list[_Piece]) -> list[object]:
+        """In one worker hop: stack the pieces, call the batch function once, check the row count,
+        split the output, and finish each piece that is a whole request."""
+        parts = [piece.rows for piece in pieces]
+        finishes = [piece.finish for piece in pieces]
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if self._batch_size_observer is not None:
             self._batch_size_observer.observe(len(batch))
         loop = asyncio.get_running_loop()
-        result: object = await loop.run_in_executor(self._executor, self._batch_function, batch)
-        return self._split(result, len(batch), parts)
+        return await loop.run_in_executor(self._executor, self._batch_and_finish, batch, parts, finishes)
+
+    def _batch_and_finish(
+        self, batch: Array, parts: list[Array], finishes: list[Finish | None]
+    ) -> list[object]:
+        """In a worker: the batch function on `batch`, cut into `parts`, each finished if it can be."""
+        outputs: list[object] = list(self._split(self._batch_function(batch), len(batch), parts))
+        for index, finish in enumerate(finishes):
+            if finish is None:
+                continue
+            try:
+                outputs[index] = finish(outputs[index])  # type: ignore[arg-type]
+            except Exception as exc:
+                # One request's rendering failing (too large, say) is that request's error alone.
+                outputs[index] = _Failed(exc)
+        return outputs
 
     def _split(self, result: object, rows: int, parts: list[Array]) -> list[Array]:
         """The batch function's output for `rows` rows, checked and cut into one slice per part."""
@@ -517,7 +604,13 @@ class BatchingRunner:
 
     async def run(self, inputs: Array) -> Array:
         """Queue `inputs` (k rows) for the next batch and return their k output rows."""
-        return await self._batcher.submit(inputs)
+        output: Array = await self._batcher.submit(inputs)
+        return output
+
+    async def run_finished(self, inputs: Array, finish: Callable[[Array], T]) -> T:
+        """Like `run`, then `finish(output rows)` in the worker that ran the batch (one hop)."""
+        result: T = await self._batcher.submit(inputs, finish)
+        return result
 
     def run_sync(self, inputs: Array) -> Array:
         """Run one batch now in the calling thread, padded like a batched run (warm-up uses this)."""

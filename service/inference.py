@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import cached_property
@@ -51,7 +51,7 @@ from service.latents import (
 from service.metrics import ServiceMetrics
 from service.pixels import to_uint8
 from service.repository import ModelRepository
-from service.runner import run_in_chunks
+from service.runner import run_in_chunks_finished
 from service.sessions import LoadedModel
 from service.settings import Settings
 from service.tiling import UpscaleWork, upscale_alpha, upscale_color, upscale_work, upscaled_size
@@ -191,6 +191,12 @@ class InferenceCore:
 
     async def generate(self, request: Generation) -> GeneratedImages:
         """Draw or check the latents, add the classes, run the generator; the images as values."""
+        return await self.generate_finished(request, _as_is)
+
+    async def generate_finished(self, request: Generation, finish: Callable[[GeneratedImages], T]) -> T:
+        """`finish(await generate(request))`, with `finish` (converting and encoding the images,
+        say) called in the worker thread that ran the generator's batch: one hop off the event
+        loop for the model run and the rendering together."""
         deadline = self._deadline(request.deadline)
         model = self.repository.get(request.model, "generator")
         card = model.card
@@ -220,18 +226,26 @@ class InferenceCore:
         fixed_batch = card.input_shape[0]
         work = Work(elements=inputs.size, runs=1 if fixed_batch is None else max(1, n // fixed_batch))
         advice = f"ask for fewer images than {n}"
+        started = time.perf_counter()
+
+        def images(raw: np.ndarray) -> T:
+            return finish(
+                GeneratedImages(
+                    model=model,
+                    values=image_values(raw, card),
+                    seed=seed,
+                    labels=labels,
+                    spread_labels=labels is not None and _asked_no_class(request),
+                    inference_seconds=time.perf_counter() - started,
+                    interpolation=walk,
+                )
+            )
+
         with self._admit(model, work, deadline, f"generating {n} images", advice, TooCostly):
-            raw, seconds = await self._timed(model, deadline, run_in_chunks(model.runner, inputs))
+            run = run_in_chunks_finished(model.runner, inputs, images)
+            result, _ = await self._timed(model, deadline, run)
         self.metrics.images_generated.labels(card.name).inc(n)
-        return GeneratedImages(
-            model=model,
-            values=image_values(raw, card),
-            seed=seed,
-            labels=labels,
-            spread_labels=labels is not None and _asked_no_class(request),
-            inference_seconds=seconds,
-            interpolation=walk,
-        )
+        return result
 
     def _walk(self, walk: Interpolation, card: ModelCard, request: Generation) -> np.ndarray:
         """The frames' latents: each end drawn or checked, then the path between them."""
@@ -405,6 +419,10 @@ class InferenceCore:
                 self.metrics.cancelled_requests.labels(name, "cancelled").inc()
                 raise
         return result, time.perf_counter() - started
+
+
+def _as_is(images: GeneratedImages) -> GeneratedImages:
+    return images
 
 
 def _asked_no_class(request: Generation) -> bool:

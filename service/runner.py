@@ -1,8 +1,10 @@
 """Model execution behind one small interface: float32 arrays in, float32 arrays out.
 
-Routes only ever call `await runner.run(inputs)`. `SessionRunner` runs one onnxruntime session in a
-thread pool, at most `concurrent_runs` runs at once (onnxruntime's `run` is thread-safe and releases
-the GIL, so runs overlap and the event loop stays free for health checks).
+Routes only ever call `await runner.run(inputs)`, or `await runner.run_finished(inputs, finish)` to
+have the output converted and encoded in the worker that computed it (one hop for both).
+`SessionRunner` runs one onnxruntime session in a thread pool, at most `concurrent_runs` runs at
+once (onnxruntime's `run` is thread-safe and releases the GIL, so runs overlap and the event loop
+stays free for health checks).
 `service.batching.BatchingRunner` wraps a `SessionRunner` in the same `ModelRunner` protocol and
 merges concurrent calls into one session run (dynamic batching), so the routes never change.
 """
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ModelRunner(Protocol):
@@ -38,6 +41,10 @@ class ModelRunner(Protocol):
     admission: ModelAdmission
 
     async def run(self, inputs: np.ndarray) -> np.ndarray: ...
+
+    async def run_finished(self, inputs: np.ndarray, finish: Callable[[np.ndarray], T]) -> T:
+        """`finish(await run(inputs))`, with `finish` called in the worker thread that ran the model."""
+        ...
 
 
 class SessionRunner:
@@ -87,6 +94,18 @@ class SessionRunner:
         run = asyncio.get_running_loop().run_in_executor(self._executor, self.run_sync, inputs)
         run.add_done_callback(lambda _: streams.release())
         # Shielded: a caller that leaves mid-run must not free the stream while the run goes on.
+        return await asyncio.shield(run)
+
+    async def run_finished(self, inputs: np.ndarray, finish: Callable[[np.ndarray], T]) -> T:
+        """`run`, then `finish(output)` in the same worker thread: one hop off the event loop."""
+        if self._streams is None:
+            self._streams = asyncio.Semaphore(self.concurrent_runs)
+        streams = self._streams
+        await streams.acquire()
+        run = asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: finish(self.run_sync(inputs))
+        )
+        run.add_done_callback(lambda _: streams.release())
         return await asyncio.shield(run)
 
     def run_sync(self, inputs: np.ndarray) -> np.ndarray:
@@ -195,12 +214,31 @@ class IdleMemoryRelease:
 
 async def run_in_chunks(runner: ModelRunner, inputs: np.ndarray) -> np.ndarray:
     """Run `inputs` whole, or in slices of the graph's batch size when the card fixes one."""
+    chunk = _chunk_size(runner, inputs)
+    if chunk is None:
+        return await runner.run(inputs)
+    return np.concatenate([await runner.run(inputs[i : i + chunk]) for i in range(0, len(inputs), chunk)])
+
+
+async def run_in_chunks_finished(
+    runner: ModelRunner, inputs: np.ndarray, finish: Callable[[np.ndarray], T]
+) -> T:
+    """`finish(await run_in_chunks(runner, inputs))`, finished in the worker that ran the last chunk."""
+    chunk = _chunk_size(runner, inputs)
+    if chunk is None:
+        return await runner.run_finished(inputs, finish)
+    parts = [await runner.run(inputs[i : i + chunk]) for i in range(0, len(inputs) - chunk, chunk)]
+    last = inputs[len(inputs) - chunk :]
+    return await runner.run_finished(last, lambda output: finish(np.concatenate([*parts, output])))
+
+
+def _chunk_size(runner: ModelRunner, inputs: np.ndarray) -> int | None:
+    """The graph's fixed batch size when `inputs` must be cut into runs of it; None: one run."""
     fixed_batch = runner.card.input_shape[0]
     if fixed_batch is None or fixed_batch == inputs.shape[0]:
-        return await runner.run(inputs)
+        return None
     if inputs.shape[0] % fixed_batch:
         raise InferenceError(
             f"model {runner.card.name} takes batches of exactly {fixed_batch}, not {inputs.shape[0]}"
         )
-    parts = [await runner.run(inputs[i : i + fixed_batch]) for i in range(0, inputs.shape[0], fixed_batch)]
-    return np.concatenate(parts)
+    return fixed_batch

@@ -21,7 +21,7 @@ from service.deps import AcceptHeader, FactsDep, StateDep
 from service.encode import MEDIA_TYPES, GenerateFormat
 from service.errors import InvalidRequest, UnsupportedMediaType
 from service.facts import RequestFacts
-from service.inference import Generation, Interpolation
+from service.inference import GeneratedImages, Generation, Interpolation
 from service.latents import MAX_SEED, InterpolationMethod
 from service.rendering import (
     DEFAULT_FRAME_MS,
@@ -336,12 +336,15 @@ async def serve_generate(
 ) -> Rendered:
     """Generate what `request` asks for and render it as `rendering` says."""
     check_format(rendering.format, request.layout)  # Accept may have replaced the body's format
-    result = await state.core.generate(generation_of(request))
-    facts.model = result.card.name
     frame_ms = request.frame_ms or DEFAULT_FRAME_MS
-    return await state.in_encode_pool(
-        render_generated, result, rendering, request.layout, request.columns, frame_ms
-    )
+
+    def render(result: GeneratedImages) -> Rendered:
+        # In the worker that ran the batch, right after it: converting, encoding and zipping cost
+        # no hop of their own. The model is known from here on, even if rendering fails.
+        facts.model = result.card.name
+        return render_generated(result, rendering, request.layout, request.columns, frame_ms)
+
+    return await state.core.generate_finished(generation_of(request), render)
 
 
 async def json_body(request: Request) -> None:

@@ -436,6 +436,91 @@ async def test_a_caller_that_leaves_mid_run_keeps_its_stream_until_the_run_ends(
     await batcher.close()
 
 
+class Finisher:
+    """A `finish` that sums each request's rows and records the thread it ran in."""
+
+    def __init__(self, fail_on_negative: bool = False) -> None:
+        self.threads: list[str] = []
+        self.fail_on_negative = fail_on_negative
+
+    def __call__(self, out: np.ndarray) -> tuple[int, float]:
+        self.threads.append(threading.current_thread().name)
+        if self.fail_on_negative and (out < 0).any():
+            raise ValueError("cannot render a negative value")
+        return len(out), float(out.sum())
+
+
+async def test_each_request_of_a_shared_batch_is_finished_in_the_worker_that_ran_the_batch() -> None:
+    fn = Recorder()
+    executor = ThreadPoolExecutor(2, thread_name_prefix="stream")
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0, executor=executor)
+    first = await hold_first_batch(batcher, fn)
+    finish = Finisher()
+    inputs = [rows(k, start=10 * i) for i, k in enumerate([1, 3, 2])]
+    tasks = [asyncio.create_task(batcher.submit(x, finish)) for x in inputs]
+    await wait_until(lambda: batcher.queued_requests == 3)
+    fn.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+    await first
+    assert fn.sizes == [1, 6]  # one batch for the three requests, finished one request at a time
+    assert results == [(len(x), float((x * 2.0 + 1.0).sum())) for x in inputs]
+    assert len(finish.threads) == 3
+    assert all(name.startswith("stream") for name in finish.threads)
+    await batcher.close()
+    executor.shutdown()
+
+
+async def test_a_lone_request_is_finished_where_it_ran_alone_or_spread_over_streams() -> None:
+    streams, lone = Recorder(), Recorder()
+    batcher = DynamicBatcher(
+        streams, max_batch_size=64, max_queue_delay_ms=0, max_concurrent_batches=2, lone_function=lone
+    )
+    finish = Finisher()
+    x, y = rows(1), rows(5, start=3)
+    assert await asyncio.wait_for(batcher.submit(x, finish), HANG) == (1, float((x * 2.0 + 1.0).sum()))
+    assert await asyncio.wait_for(batcher.submit(y, finish), HANG) == (5, float((y * 2.0 + 1.0).sum()))
+    assert lone.sizes == [1]
+    assert sorted(streams.sizes) == [2, 3]  # spread over both streams, finished whole afterwards
+    assert len(finish.threads) == 2
+    await batcher.close()
+
+
+async def test_a_request_split_across_batches_is_finished_once_whole() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=4, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    finish = Finisher()
+    x = rows(10)
+    task = asyncio.create_task(batcher.submit(x, finish))
+    await wait_until(lambda: batcher.queued_requests == 1)
+    fn.gate.set()
+    assert await asyncio.wait_for(task, HANG) == (10, float((x * 2.0 + 1.0).sum()))
+    await first
+    assert fn.sizes == [1, 4, 4, 2]
+    assert len(finish.threads) == 1
+    await batcher.close()
+
+
+async def test_a_request_whose_finish_fails_fails_alone_and_its_batch_is_not_rerun() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
+    first = await hold_first_batch(batcher, fn)
+    finish = Finisher(fail_on_negative=True)
+    good, bad = rows(2), rows(1, start=-50)
+    tasks = [asyncio.create_task(batcher.submit(x, finish)) for x in (good, bad)]
+    await wait_until(lambda: batcher.queued_requests == 2)
+    fn.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), HANG)
+    await first
+    assert results[0] == (2, float((good * 2.0 + 1.0).sum()))
+    assert isinstance(results[1], ValueError)
+    assert "negative" in str(results[1])
+    assert fn.sizes == [1, 3]  # the model ran once for both: a rendering error is no model error
+    later = await asyncio.wait_for(batcher.submit(rows(1, start=1), finish), HANG)
+    assert later[0] == 1
+    await batcher.close()
+
+
 async def test_close_waits_for_a_lone_request_already_running() -> None:
     fn = Recorder()
     batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
