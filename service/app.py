@@ -381,6 +381,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Operation ids are the route functions' names (`generate`, `list_models`, ...): stable, and
         # what generated clients name their methods after.
         generate_unique_id_function=lambda route: route.name,
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = ServiceMetrics()

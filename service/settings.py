@@ -242,6 +242,11 @@ class Settings(BaseSettings):
 
     log_format: LogFormat = Field(default="text", description="json (one object per line) or text")
     log_level: LogLevel = Field(default="INFO")
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's own OpenTelemetry spans, metrics and logs for each request (off: its "
+        "per-request check for a configured provider costs even when there is none)",
+    )
     shutdown_timeout: int = Field(
         default=20,
         ge=0,

@@ -72,20 +72,19 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """
     job = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(_disconnect(request.receive))
+    # No asyncio.wait (a waiter and two callbacks per request): the watcher cancels the job itself.
+    watch.add_done_callback(lambda _: job.cancel())
     try:
-        await asyncio.wait((job, watch), return_when=asyncio.FIRST_COMPLETED)
+        # Awaiting the job directly: if this request is cancelled, so is the job.
+        return await job
+    except asyncio.CancelledError:
+        if watch.done() and not watch.cancelled():
+            raise ClientClosedRequest(
+                "the client closed the connection before the answer was ready; its queued work was dropped"
+            ) from None
+        raise
     finally:
-        # Whichever way this ends (an answer, a disconnect, this request cancelled), stop the rest.
         watch.cancel()
-        answered = job.done()
-        if not answered:
-            job.cancel()
-            await asyncio.gather(job, watch, return_exceptions=True)
-    if not answered:
-        raise ClientClosedRequest(
-            "the client closed the connection before the answer was ready; its queued work was dropped"
-        )
-    return job.result()
 
 
 async def _disconnect(receive: Receive) -> None:
