@@ -89,7 +89,7 @@ def test_an_idle_upscaler_hands_its_working_memory_back(repo: Path) -> None:
         assert response.status_code == 200, response.text
         grown = _rss_mib()
         released = grown
-        for _ in range(50):
+        for _ in range(150):  # up to 15 s: a loaded CI host may hold the release thread back
             time.sleep(0.1)
             released = _rss_mib()
             if released < grown - (grown - before) / 3:
