@@ -83,7 +83,8 @@ class _Request:
     """One `submit` call: its rows, its future, and the output parts received so far."""
 
     rows: Array
-    future: asyncio.Future[Array]
+    #: The output rows, or with `finish` what it returned.
+    future: asyncio.Future[Any]
     enqueued_at: float
     key: tuple[tuple[int, ...], str]
     finish: Finish | None = None
@@ -116,7 +117,7 @@ class _Request:
         self.parts.clear()
         self.finish = None
         if not self.future.done():
-            self.future.set_result(value)  # type: ignore[arg-type]
+            self.future.set_result(value)
 
 
 @dataclass(eq=False)
@@ -235,6 +236,8 @@ class DynamicBatcher:
             and self.max_queue_delay_s == 0.0
             and len(rows) <= free * self.max_batch_size
         ):
+            if self._queue_time_observer is not None:
+                self._queue_time_observer.observe(0.0)
             if self._lone_function is not None and self._busy == 0 and len(rows) < free:
                 return await self._run_lone(loop, rows, finish)
             return await self._run_now(loop, rows, free, finish)
@@ -269,8 +272,6 @@ class DynamicBatcher:
         self, loop: asyncio.AbstractEventLoop, rows: Array, free: int, finish: Finish | None
     ) -> Any:
         """The fast path: run a lone request at once in the caller's task, spread over `free` streams."""
-        if self._queue_time_observer is not None:
-            self._queue_time_observer.observe(0.0)
         if len(rows) == 1 or free == 1:
             return await self._run_whole(loop, self._batch_function, rows, finish)
         parts = np.array_split(rows, min(free, len(rows)))
@@ -284,8 +285,6 @@ class DynamicBatcher:
 
     async def _run_lone(self, loop: asyncio.AbstractEventLoop, rows: Array, finish: Finish | None) -> Any:
         """The fast path on an idle model: the whole request through `lone_function`, on one stream."""
-        if self._queue_time_observer is not None:
-            self._queue_time_observer.observe(0.0)
         assert self._lone_function is not None
         return await self._run_whole(loop, self._lone_function, rows, finish)
 
@@ -505,12 +504,12 @@ class DynamicBatcher:
         self, batch: Array, parts: list[Array], finishes: list[Finish | None]
     ) -> list[object]:
         """In a worker: the batch function on `batch`, cut into `parts`, each finished if it can be."""
-        outputs: list[object] = list(self._split(self._batch_function(batch), len(batch), parts))
+        outputs: list[Any] = list(self._split(self._batch_function(batch), len(batch), parts))
         for index, finish in enumerate(finishes):
             if finish is None:
                 continue
             try:
-                outputs[index] = finish(outputs[index])  # type: ignore[arg-type]
+                outputs[index] = finish(outputs[index])
             except Exception as exc:
                 # One request's rendering failing (too large, say) is that request's error alone.
                 outputs[index] = _Failed(exc)

@@ -87,25 +87,21 @@ class SessionRunner:
 
     async def run(self, inputs: np.ndarray) -> np.ndarray:
         """Check `inputs` against the card, then run the session off the event loop (one stream)."""
-        if self._streams is None:
-            self._streams = asyncio.Semaphore(self.concurrent_runs)
-        streams = self._streams
-        await streams.acquire()
-        run = asyncio.get_running_loop().run_in_executor(self._executor, self.run_sync, inputs)
-        run.add_done_callback(lambda _: streams.release())
-        # Shielded: a caller that leaves mid-run must not free the stream while the run goes on.
-        return await asyncio.shield(run)
+        return await self._in_stream(self.run_sync, inputs)
 
     async def run_finished(self, inputs: np.ndarray, finish: Callable[[np.ndarray], T]) -> T:
         """`run`, then `finish(output)` in the same worker thread: one hop off the event loop."""
+        return await self._in_stream(lambda rows: finish(self.run_sync(rows)), inputs)
+
+    async def _in_stream(self, function: Callable[[np.ndarray], T], inputs: np.ndarray) -> T:
+        """`function(inputs)` in the executor once one of the `concurrent_runs` streams is free."""
         if self._streams is None:
             self._streams = asyncio.Semaphore(self.concurrent_runs)
         streams = self._streams
         await streams.acquire()
-        run = asyncio.get_running_loop().run_in_executor(
-            self._executor, lambda: finish(self.run_sync(inputs))
-        )
+        run = asyncio.get_running_loop().run_in_executor(self._executor, function, inputs)
         run.add_done_callback(lambda _: streams.release())
+        # Shielded: a caller that leaves mid-run must not free the stream while the run goes on.
         return await asyncio.shield(run)
 
     def run_sync(self, inputs: np.ndarray) -> np.ndarray:
