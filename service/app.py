@@ -36,6 +36,7 @@ from service import __version__
 from service.auth import install_security
 from service.errors import ServiceError, ShuttingDown, StartupError
 from service.facts import install_facts
+from service.fast_lane import GenerateFastLane
 from service.logs import request_id
 from service.metrics import ServiceMetrics
 from service.repository import ModelRepository
@@ -396,6 +397,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     # Known paths label the in-flight gauge before routing; unknown paths share one label.
     routes = frozenset(getattr(route, "path", "") for router in ROUTERS for route in router.routes)
+    if settings.fast_lane:
+        app.add_middleware(
+            GenerateFastLane, on_error=_service_error
+        )  # inside the request context: it applies as before
     app.add_middleware(
         RequestContextMiddleware,
         metrics=app.state.metrics,

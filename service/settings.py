@@ -247,6 +247,12 @@ class Settings(BaseSettings):
         description="FastAPI's own OpenTelemetry spans, metrics and logs for each request (off: its "
         "per-request check for a configured provider costs even when there is none)",
     )
+    fast_lane: bool = Field(
+        default=True,
+        description="answer the common POST /generate (valid JSON body, ready service) past FastAPI's "
+        "routing and dependency solving, with the route's own code; off: every request goes through "
+        "FastAPI (the answers are the same)",
+    )
     shutdown_timeout: int = Field(
         default=20,
         ge=0,

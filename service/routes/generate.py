@@ -347,18 +347,24 @@ async def serve_generate(
     return await state.core.generate_finished(generation_of(request), render)
 
 
+def is_json_or_absent(content_type: str | None) -> bool:
+    """Whether a /generate body with this Content-Type is read as JSON (absent: it is)."""
+    if content_type is None:
+        return True
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
 async def json_body(request: Request) -> None:
     """Refuse a body that is not JSON before it is read (`curl -d` sends a form unless told otherwise)."""
     # `async def` only so FastAPI calls it on the event loop: a plain `def` dependency costs a
     # worker-thread round trip on every request (service/deps.py).
     content_type = request.headers.get("content-type")
-    if content_type is None:
+    if is_json_or_absent(content_type):
         return
-    media_type = content_type.partition(";")[0].strip().lower()
-    if media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
-        return
+    media_type = (content_type or "").partition(";")[0].strip().lower()
     raise UnsupportedMediaType(
         f"Content-Type {media_type!r} is not served by /generate: send the body as application/json "
         "(with curl: -H 'Content-Type: application/json')"
@@ -380,6 +386,13 @@ async def generate(
     accept: AcceptHeader = None,
 ) -> Response:
     """Generate `n` images from a seed (random when absent) or from explicit latent vectors."""
+    return await answer_generate(request, state, facts, body, accept)
+
+
+async def answer_generate(
+    request: Request, state: ServiceState, facts: RequestFacts, body: GenerateRequest, accept: str | None
+) -> Response:
+    """The route's answer to a parsed body; `service.fast_lane` calls it too, past FastAPI."""
     rendering = state.rendering(body.format, "json" if prefers_json(accept) else "auto")
     work = serve_generate(body, rendering, state, facts)
     return (await unless_disconnected(request, work)).response()
