@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -33,7 +34,7 @@ import onnxruntime as ort
 
 from service.batching import BatchingRunner, SyncModelRunner
 from service.card import ModelCard, ModelKind, content_version
-from service.card_check import check_inputs, check_outputs, probe_inputs
+from service.card_check import PROBE_SEED, check_inputs, check_outputs, probe_inputs
 from service.entries import EntryFiles
 from service.errors import InferenceError, ModelLoadError, ProviderUnavailable
 from service.labels import generator_input_width
@@ -41,11 +42,16 @@ from service.metrics import ServiceMetrics
 from service.placement import enable_placement_profile, node_placement
 from service.runner import ModelRunner, SessionRunner
 from service.settings import Settings
+from service.wide_convs import widen_narrow_convs
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+#: A widened graph is kept only when its fastest probe run takes at most this share of the original's.
+WIDE_KEEP_RATIO = 0.95
+#: Alternated probe runs of each graph when choosing between them.
+WIDE_TIMING_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class LoadedModel:
     cpu_nodes: dict[str, int] = field(default_factory=dict)
     #: The runner of the session itself (under any batching), for idle memory release.
     session: SessionRunner | None = field(default=None, repr=False, compare=False)
+    #: Convolutions the CPU session runs widened (`service.wide_convs`).
+    wide_convs: int = 0
 
     @property
     def name(self) -> str:
@@ -84,6 +92,15 @@ class OpenedSession:
     providers: list[str]
     #: The session profiles its runs (CUDA): `cpu_placement` can read where each node ran.
     profiled: bool
+    #: The graph the session runs when it is not the file's: narrow convolutions widened (CPU).
+    graph: bytes | None = field(default=None, repr=False)
+    #: Convolutions the session runs widened (`service.wide_convs`).
+    wide_convs: int = 0
+
+    @property
+    def model(self) -> Path | bytes:
+        """What another session of the same graph is opened from."""
+        return self.graph if self.graph is not None else self.path
 
     @property
     def on_cuda(self) -> bool:
@@ -117,6 +134,7 @@ def load_model(
     opened = open_session(entry, settings, cuda=cuda)
     check_io(card, opened.session)
     check_card(card, opened.session)
+    opened = widen_on_cpu(entry, opened, settings)
     lone = lone_session(entry, opened, settings)
     session_runner, runner, warm, buckets = make_runner(opened, card, settings, executor, metrics, lone)
     warmup_ms = warm_up(warm, settings, buckets)
@@ -159,6 +177,7 @@ def load_model(
         warmup_ms=warmup_ms,
         cpu_nodes=cpu_nodes,
         session=session_runner,
+        wide_convs=opened.wide_convs,
     )
 
 
@@ -186,6 +205,77 @@ def open_session(entry: EntryFiles, settings: Settings, *, cuda: bool) -> Opened
     return OpenedSession(session, entry.model_path, False, session.get_providers(), profiled=False)
 
 
+def widen_on_cpu(entry: EntryFiles, opened: OpenedSession, settings: Settings) -> OpenedSession:
+    """The CPU session on the graph with its narrow convolutions widened (`service.wide_convs`),
+    when that graph answers probe inputs bit-identically and runs them faster; else `opened`."""
+    card = entry.card
+    if opened.on_cuda or not settings.wide_convs:
+        return opened
+    try:
+        graph, count = widen_narrow_convs(opened.path.read_bytes())
+        if not count:
+            return opened
+        wide = _session(entry, graph, [CPU], settings)
+        probes = [probe_inputs(card)]
+        probes.append(np.random.default_rng(PROBE_SEED).standard_normal(probes[0].shape).astype(np.float32))
+        identical = all(
+            np.array_equal(_run(opened.session, card, probe), _run(wide, card, probe)) for probe in probes
+        )
+    except Exception as exc:  # The file's own graph serves as it is: only speed is at stake.
+        log.warning(
+            "model %s: serving its convolutions as they are (widening failed: %s)",
+            card.name,
+            exc,
+            extra={"model": card.name},
+        )
+        return opened
+    if not identical:
+        log.warning(
+            "model %s: widened convolutions were not bit-identical here; serving the file's graph",
+            card.name,
+            extra={"model": card.name},
+        )
+        return opened
+    before, after = _fastest_ms(opened.session, wide, card, probes[0])
+    if after > WIDE_KEEP_RATIO * before:
+        log.info(
+            "model %s: %d narrow convolutions kept as they are (widened: %.2f ms, not faster than %.2f ms)",
+            card.name,
+            count,
+            after,
+            before,
+            extra={"model": card.name},
+        )
+        return opened
+    log.info(
+        "model %s: %d narrow convolutions run widened on the CPU: bit-identical outputs, a probe run "
+        "%.2f ms -> %.2f ms",
+        card.name,
+        count,
+        before,
+        after,
+        extra={"model": card.name, "wide_convs": count},
+    )
+    return OpenedSession(wide, opened.path, False, wide.get_providers(), False, graph, count)
+
+
+def _run(session: ort.InferenceSession, card: ModelCard, inputs: np.ndarray) -> np.ndarray:
+    return np.asarray(session.run([card.output_name], {card.input_name: inputs})[0])
+
+
+def _fastest_ms(
+    first: ort.InferenceSession, second: ort.InferenceSession, card: ModelCard, inputs: np.ndarray
+) -> tuple[float, float]:
+    """The fastest of `WIDE_TIMING_ROUNDS` alternated runs of each session on `inputs`, in ms."""
+    best = [math.inf, math.inf]
+    for _ in range(WIDE_TIMING_ROUNDS):
+        for index, session in enumerate((first, second)):
+            start = time.perf_counter()
+            session.run([card.output_name], {card.input_name: inputs})
+            best[index] = min(best[index], (time.perf_counter() - start) * 1000)
+    return best[0], best[1]
+
+
 def cuda_options(settings: Settings, kind: ModelKind) -> dict[str, Any]:
     """CUDA execution-provider options for one model kind."""
     search = (
@@ -206,7 +296,7 @@ def cuda_options(settings: Settings, kind: ModelKind) -> dict[str, Any]:
 
 def _session(
     entry: EntryFiles,
-    path: Path,
+    model: Path | bytes,
     providers: list[Any],
     settings: Settings,
     *,
@@ -225,9 +315,11 @@ def _session(
     options.enable_cpu_mem_arena = cpu_mem_arena(settings, entry.card.kind)
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        source = model if isinstance(model, bytes) else str(model)
+        return ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as exc:
-        raise ModelLoadError(f"model entry {entry.card.name}: onnxruntime cannot load {path}: {exc}") from exc
+        what = "its widened graph" if isinstance(model, bytes) else str(model)
+        raise ModelLoadError(f"model entry {entry.card.name}: onnxruntime cannot load {what}: {exc}") from exc
 
 
 def lone_session(entry: EntryFiles, opened: OpenedSession, settings: Settings) -> OpenedSession | None:
@@ -239,8 +331,10 @@ def lone_session(entry: EntryFiles, opened: OpenedSession, settings: Settings) -
     threads = settings.lone_threads(opened.on_cuda)
     if not threads or not settings.batching or entry.card.input_shape[0] is not None:
         return None
-    session = _session(entry, opened.path, [CPU], settings, threads=threads)
-    return OpenedSession(session, opened.path, False, session.get_providers(), profiled=False)
+    session = _session(entry, opened.model, [CPU], settings, threads=threads)
+    return OpenedSession(
+        session, opened.path, False, session.get_providers(), False, opened.graph, opened.wide_convs
+    )
 
 
 def cpu_mem_arena(settings: Settings, kind: ModelKind) -> bool:

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         default=True,
         description="generators keep onnxruntime's CPU memory arena between runs (off: less memory, slower)",
     )
+    wide_convs: bool = Field(
+        default=True,
+        description="on the CPU, run convolutions with few output channels (an image model's last "
+        "layer) widened to fill onnxruntime's vector lanes (service/wide_convs.py); kept per model only "
+        "when its outputs are bit-identical on probe inputs and a probe run is faster",
+    )
     cpu_mem_arena_upscaler: bool = Field(
         default=True,
         description="upscalers keep onnxruntime's CPU memory arena between runs: off frees each run's "

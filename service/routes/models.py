@@ -47,6 +47,11 @@ class ModelInfo(BaseModel):
     )
     providers: list[str] = Field(description="every provider the session got, in priority order")
     fp16: bool = Field(description="the fp16 graph is in use (CUDA only, when the card accepts it)")
+    wide_convs: int = Field(
+        default=0,
+        description="CPU only: convolutions with few output channels the session runs widened to fill "
+        "the vector lanes (bit-identical outputs, checked at load; GAN_SERVE_WIDE_CONVS)",
+    )
     warmup_ms: float
     memory_mib: float | None = Field(
         description="resident memory the process kept for this model after loading and warming it up "
@@ -106,6 +111,7 @@ def model_info(
         provider=model.provider,
         providers=model.providers,
         fp16=model.fp16,
+        wide_convs=model.wide_convs,
         warmup_ms=round(model.warmup_ms, 1),
         memory_mib=None if memory_bytes is None else round(memory_bytes / 2**20, 1),
         cpu_nodes=model.cpu_nodes,
