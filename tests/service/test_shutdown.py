@@ -172,7 +172,12 @@ def test_sigterm_during_large_upscales(server: tuple[subprocess.Popen[str], str,
     in_flight = f'gan_serve_requests_in_flight{{route="/upscale"}} {IN_FLIGHT}.0'
     deadline = time.monotonic() + 30
     while in_flight not in httpx.get(f"{url}/metrics").text:
-        assert time.monotonic() < deadline, "the upscales never were in flight together"
+        # One already answered (refused by admission on a loaded host, say): say what it got.
+        answered = [r if isinstance(r, BaseException) else (r.status_code, r.text[:300]) for r in responses]
+        assert not answered, f"an upscale was answered before all {IN_FLIGHT} were in flight: {answered}"
+        assert time.monotonic() < deadline, (
+            f"the upscales never were in flight together: {log.read_text()[-2000:]}"
+        )
         time.sleep(0.05)
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
