@@ -397,10 +397,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     # Known paths label the in-flight gauge before routing; unknown paths share one label.
     routes = frozenset(getattr(route, "path", "") for router in ROUTERS for route in router.routes)
-    if settings.fast_lane:
-        app.add_middleware(
-            GenerateFastLane, on_error=_service_error
-        )  # inside the request context: it applies as before
+    if settings.fast_lane:  # added first, so it runs inside the request context
+        app.add_middleware(GenerateFastLane, on_error=_service_error)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=app.state.metrics,

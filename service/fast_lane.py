@@ -41,7 +41,8 @@ class GenerateFastLane:
             return
         service: FastAPI = scope["app"]
         state: ServiceState | None = getattr(service.state, "service", None)
-        request = Request(scope)
+        # Its `receive` is the connection's: once the body is read, it only says http.disconnect.
+        request = Request(scope, receive)
         if (
             state is None
             or not getattr(service.state, "ready", False)
@@ -56,16 +57,10 @@ class GenerateFastLane:
         if parsed is None:  # FastAPI answers it, from the same bytes
             await self.app(scope, _replay(messages, receive), send)
             return
-        request = Request(scope, receive)  # from here on, receive only says http.disconnect
         facts = await get_facts(request)
         try:
-            response = await answer_generate(
-                request,
-                state.with_settings(service.state.settings),
-                facts,
-                parsed,
-                request.headers.get("accept"),
-            )
+            # No dependency overrides: the state's settings are the app's, as `get_state` would give.
+            response = await answer_generate(request, state, facts, parsed, request.headers.get("accept"))
         except ServiceError as exc:
             response = await self.on_error(request, exc)
         await response(scope, receive, send)

@@ -431,14 +431,14 @@ def check_card(card: ModelCard, session: ort.InferenceSession) -> None:
     check_inputs(card, graph_input.shape)
     inputs = probe_inputs(card)
     try:
-        output = session.run([card.output_name], {card.input_name: inputs})[0]
+        output = _run(session, card, inputs)
     except Exception as exc:
         # onnxruntime's own words say what broke; a traceback would say nothing more to an operator.
         raise ModelLoadError(
             f"model entry {card.name}: the model fails on the input its card describes "
             f"(float32 {list(inputs.shape)}; check input_shape, input_channels and layout): {exc}"
         ) from exc
-    check_outputs(card, inputs, np.asarray(output))
+    check_outputs(card, inputs, output)
 
 
 def make_runner(

@@ -18,6 +18,8 @@ when its outputs on probe inputs are bit-identical to the original's and it runs
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -76,11 +78,14 @@ def widen_narrow_convs(model_bytes: bytes) -> tuple[bytes, int]:
     return model.SerializeToString(), widened
 
 
+@dataclass(frozen=True)
 class _Plan:
-    """What a widened convolution needs: its weights, bias, shifts and explicit pads."""
+    """What a widened convolution needs: its weights, bias, shifts and explicit [t, l, b, r] pads."""
 
-    def __init__(self, weights: np.ndarray, bias: np.ndarray, shifts: int, pads: list[int]) -> None:
-        self.weights, self.bias, self.shifts, self.pads = weights, bias, shifts, pads
+    weights: np.ndarray
+    bias: np.ndarray
+    shifts: int
+    pads: list[int]
 
 
 def _plan(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> _Plan | None:

@@ -15,10 +15,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.card import ValueRange
 from service.deps import get_settings
 from service.settings import Settings
-from tests.service.onnx_models import conv_generator, dense_generator, pixel_shuffle_upscaler, write_entry
+from tests.service.onnx_models import (
+    conv_generator,
+    dense_generator,
+    pixel_shuffle_upscaler,
+    write_entry,
+    write_upscaler_entry,
+)
 
 RGB_GENERATOR = "rgb-gen"
 GRAY_GENERATOR = "mnist-gen"
@@ -74,20 +79,7 @@ def build_repository(repo: Path) -> None:
         latent_size=8,
         **image_card,
     )
-    write_entry(
-        repo,
-        pixel_shuffle_upscaler(UPSCALER, 4, seed=30),
-        name=UPSCALER,
-        kind="upscaler",
-        input_name="low_res",
-        output_name="high_res",
-        input_shape=[None, None, None, 3],
-        output_shape=[None, None, None, 3],
-        channels=3,
-        scale=4,
-        input_range=ValueRange(low=0.0, high=1.0),
-        input_channels=3,
-    )
+    write_upscaler_entry(repo, pixel_shuffle_upscaler(UPSCALER, 4, seed=30), UPSCALER, 4)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.card import MODEL_FILENAME, Condition, ModelCard, Parity, Source, write_card
+from service.card import MODEL_FILENAME, Condition, ModelCard, Parity, Source, ValueRange, write_card
 
 OPSET = 17
 
@@ -52,6 +52,24 @@ def write_entry(repo: Path, model: onnx.ModelProto, **card: Any) -> Path:
         ),
     )
     return entry
+
+
+def write_upscaler_entry(repo: Path, model: onnx.ModelProto, name: str, scale: int) -> Path:
+    """An RGB upscaler's entry: NHWC `low_res` in 0..1 → `high_res`, any size, `scale`× larger."""
+    return write_entry(
+        repo,
+        model,
+        name=name,
+        kind="upscaler",
+        input_name="low_res",
+        output_name="high_res",
+        input_shape=[None, None, None, 3],
+        output_shape=[None, None, None, 3],
+        channels=3,
+        scale=scale,
+        input_range=ValueRange(low=0.0, high=1.0),
+        input_channels=3,
+    )
 
 
 def _float(name: str, shape: list[int | str]) -> onnx.ValueInfoProto:

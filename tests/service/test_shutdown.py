@@ -27,9 +27,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from service.card import ValueRange
 from tests.service.conftest import RGB_GENERATOR
-from tests.service.onnx_models import conv_generator, graph_model, write_entry
+from tests.service.onnx_models import conv_generator, graph_model, write_entry, write_upscaler_entry
 from tests.service.sample_images import open_image, png_bytes
 
 pytestmark = pytest.mark.xdist_group("service-shutdown")
@@ -77,20 +76,7 @@ def _free_port() -> int:
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     """`gan-serve` with the slow upscaler and a small generator, ready; the test SIGTERMs it."""
     models = tmp_path / "models"
-    write_entry(
-        models,
-        slow_upscaler(SLOW_UPSCALER),
-        name=SLOW_UPSCALER,
-        kind="upscaler",
-        input_name="low_res",
-        output_name="high_res",
-        input_shape=[None, None, None, 3],
-        output_shape=[None, None, None, 3],
-        channels=3,
-        scale=2,
-        input_range=ValueRange(low=0.0, high=1.0),
-        input_channels=3,
-    )
+    write_upscaler_entry(models, slow_upscaler(SLOW_UPSCALER), SLOW_UPSCALER, 2)
     write_entry(
         models,
         conv_generator(RGB_GENERATOR, 16, 16, 3),

@@ -27,11 +27,10 @@ from onnx import helper
 from pydantic import ValidationError
 
 from service.app import create_app
-from service.card import ValueRange
 from service.deps import get_settings
 from service.settings import Settings
 from tests.service.conftest import RGB_GENERATOR, UPSCALER, build_repository
-from tests.service.onnx_models import graph_model, write_entry
+from tests.service.onnx_models import graph_model, write_upscaler_entry
 from tests.service.sample_images import png_bytes
 
 SLOW_UPSCALER = "slow-x4"
@@ -70,20 +69,7 @@ def slow_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test repository plus the slow upscaler (named in requests: the default stays sr-x4)."""
     path = tmp_path_factory.mktemp("cost-models")
     build_repository(path)
-    write_entry(
-        path,
-        slow_upscaler(SLOW_UPSCALER),
-        name=SLOW_UPSCALER,
-        kind="upscaler",
-        input_name="low_res",
-        output_name="high_res",
-        input_shape=[None, None, None, 3],
-        output_shape=[None, None, None, 3],
-        channels=3,
-        scale=4,
-        input_range=ValueRange(low=0.0, high=1.0),
-        input_channels=3,
-    )
+    write_upscaler_entry(path, slow_upscaler(SLOW_UPSCALER), SLOW_UPSCALER, 4)
     return path
 
 

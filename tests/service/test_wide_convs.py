@@ -21,10 +21,9 @@ from fastapi.testclient import TestClient
 from onnx import helper
 
 from service.app import create_app
-from service.card import ValueRange
 from service.settings import Settings
 from service.wide_convs import widen_narrow_convs
-from tests.service.onnx_models import _float, _weights, graph_model, write_entry
+from tests.service.onnx_models import _float, _weights, graph_model, write_upscaler_entry
 from tests.service.sample_images import png_bytes, random_pixels
 
 
@@ -148,20 +147,7 @@ def srgan_like_upscaler(name: str) -> onnx.ModelProto:
 @pytest.fixture(scope="module")
 def narrow_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("narrow-models")
-    write_entry(
-        repo,
-        srgan_like_upscaler("narrow-x2"),
-        name="narrow-x2",
-        kind="upscaler",
-        input_name="low_res",
-        output_name="high_res",
-        input_shape=[None, None, None, 3],
-        output_shape=[None, None, None, 3],
-        channels=3,
-        scale=2,
-        input_range=ValueRange(low=0.0, high=1.0),
-        input_channels=3,
-    )
+    write_upscaler_entry(repo, srgan_like_upscaler("narrow-x2"), "narrow-x2", 2)
     return repo
 
 
