@@ -39,6 +39,7 @@ from service.facts import install_facts
 from service.fast_lane import GenerateFastLane
 from service.logs import request_id
 from service.metrics import ServiceMetrics
+from service.ready_images import ReadyImages, ready_capacity
 from service.repository import ModelRepository
 from service.routes import ROUTERS
 from service.routes.v2 import is_v2
@@ -318,12 +319,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     for name, model in repository.models.items():
         metrics.model_info.labels(name, model.card.kind, model.provider).set(1)
         metrics.warmup_seconds.labels(name).set(model.warmup_ms / 1000)
+    ready = ready_supplies(repository, settings, metrics)
     app.state.service = ServiceState(
         settings=settings,
         repository=repository,
         metrics=metrics,
         inference_pool=inference_pool,
         encode_pool=encode_pool,
+        ready=ready,
     )
     idle_release = IdleMemoryRelease(
         [model.session for model in repository.models.values() if model.session is not None],
@@ -345,12 +348,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics.ready.set(0)
         app.state.service = None
         idle_release.stop()
+        await asyncio.gather(*(supply.close() for supply in ready.values()))
         if await release(repository, [inference_pool, encode_pool], RELEASE_TIMEOUT_S):
             log.info("stopped: models released")
         else:
             log.warning(
                 "stopped: session runs still going after %g s; not waiting for them", RELEASE_TIMEOUT_S
             )
+
+
+def ready_supplies(
+    repository: ModelRepository, settings: Settings, metrics: ServiceMetrics
+) -> dict[str, ReadyImages]:
+    """Each generator's images made ahead of demand (none with `ready_images` 0), refilling from now."""
+    supplies: dict[str, ReadyImages] = {}
+    for name, model in repository.models.items():
+        capacity = ready_capacity(model.card, settings.ready_images)
+        if capacity:
+            supply = supplies[name] = ReadyImages(model, capacity)
+            metrics.ready_images.labels(name).set_function(supply.__len__)
+            supply.wake()
+    return supplies
 
 
 async def release(repository: ModelRepository, pools: list[ThreadPoolExecutor], timeout: float) -> bool:

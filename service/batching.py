@@ -210,6 +210,10 @@ class DynamicBatcher:
         """Requests waiting for a batch (not yet wholly inside a running one)."""
         return self._waiting
 
+    def idle(self) -> bool:
+        """Whether no batch runs and no request waits for one."""
+        return self._busy == 0 and not self._groups
+
     async def submit(self, rows: Array, finish: Finish | None = None) -> Any:
         """Run `rows` (k >= 1 rows along axis 0) through the batch function; return its k output rows.
 
@@ -623,6 +627,10 @@ class BatchingRunner:
     def queued_requests(self) -> int:
         """Requests waiting for a batch (the `gan_serve_queued_requests` gauge)."""
         return self._batcher.queued_requests
+
+    def idle(self) -> bool:
+        """Whether no batch runs and no request waits for one."""
+        return self._batcher.idle()
 
     def _run_lone(self, batch: Array) -> Array:
         assert self.lone is not None

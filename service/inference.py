@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TypeVar
 
@@ -31,7 +31,6 @@ from service.card import ModelCard
 from service.decode import DecodedImage
 from service.errors import (
     DeadlineExceeded,
-    InferenceError,
     InvalidRequest,
     InvalidTiling,
     OutputTooLarge,
@@ -49,7 +48,8 @@ from service.latents import (
     random_seed,
 )
 from service.metrics import ServiceMetrics
-from service.pixels import to_uint8
+from service.pixels import image_values, to_uint8
+from service.ready_images import ReadyImage, ReadyImages
 from service.repository import ModelRepository
 from service.runner import run_in_chunks_finished
 from service.sessions import LoadedModel
@@ -184,6 +184,8 @@ class InferenceCore:
     metrics: ServiceMetrics
     #: Worker threads for CPU-side image work: tiles converted and pasted, the alpha plane resized.
     image_pool: Executor
+    #: Each generator's images made ahead of demand (`service.ready_images`), by model name.
+    ready: Mapping[str, ReadyImages] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, model in self.repository.models.items():
@@ -209,6 +211,9 @@ class InferenceCore:
             raise TooManyImages(
                 f"{n} images asked for; this server returns at most {self.settings.max_n} per request"
             )
+        ready = self._ready_image(request, model)
+        if ready is not None:
+            return await self._finish_ready(model, ready, finish)
         seed: int | None = None
         if walk is not None:
             labels = resolve_labels(card, _frame_label(request, card), None, n)
@@ -246,6 +251,38 @@ class InferenceCore:
             result, _ = await self._timed(model, deadline, run)
         self.metrics.images_generated.labels(card.name).inc(n)
         return result
+
+    def _ready_image(self, request: Generation, model: LoadedModel) -> ReadyImage | None:
+        """An image made ahead of demand, if `request` is a random sample and one is ready."""
+        supply = self.ready.get(model.name)
+        if (
+            supply is None
+            or not self.settings.ready_images
+            or request.n != 1
+            or request.seed is not None
+            or request.latents is not None
+            or request.truncation is not None
+            or not _asked_no_class(request)
+        ):
+            return None
+        return supply.take()
+
+    async def _finish_ready(
+        self, model: LoadedModel, image: ReadyImage, finish: Callable[[GeneratedImages], T]
+    ) -> T:
+        """`finish` an image made ahead of demand, in the image pool: exactly as its seed's request."""
+        result = GeneratedImages(
+            model=model,
+            values=image.values,
+            seed=image.seed,
+            labels=image.labels,
+            spread_labels=image.labels is not None,
+            inference_seconds=image.seconds,
+        )
+        finished = await asyncio.get_running_loop().run_in_executor(self.image_pool, finish, result)
+        self.metrics.images_generated.labels(model.name).inc()
+        self.metrics.ready_images_served.labels(model.name).inc()
+        return finished
 
     def _walk(self, walk: Interpolation, card: ModelCard, request: Generation) -> np.ndarray:
         """The frames' latents: each end drawn or checked, then the path between them."""
@@ -435,21 +472,3 @@ def _frame_label(request: Generation, card: ModelCard) -> int | str | None:
     if request.label is None and card.condition is not None:
         return 0
     return request.label
-
-
-def image_values(raw: np.ndarray, card: ModelCard) -> np.ndarray:
-    """Generator output as (N, H, W, C) values: reshaped per the card, checked against its shape."""
-    assert card.height is not None and card.width is not None
-    n = raw.shape[0]
-    expected = (n, card.height, card.width, card.channels)
-    if card.flat_output:
-        if raw.ndim != 2 or raw.shape[1] != card.height * card.width * card.channels:
-            raise InferenceError(
-                f"model {card.name} returned shape {list(raw.shape)}, expected flat {expected}"
-            )
-        raw = raw.reshape(expected)
-    elif card.layout == "NCHW" and raw.ndim == 4:
-        raw = raw.transpose(0, 2, 3, 1)
-    if raw.shape != expected:
-        raise InferenceError(f"model {card.name} returned shape {list(raw.shape)}, expected {list(expected)}")
-    return raw

@@ -149,6 +149,18 @@ class ServiceMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.ready_images = Gauge(
+            "gan_serve_ready_images",
+            "Images of fresh seeds each generator holds made ahead of demand, now (GAN_SERVE_READY_IMAGES)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.ready_images_served = Counter(
+            "gan_serve_ready_images_served",
+            "Requests answered with an image made ahead of demand, by model",
+            ["model"],
+            registry=self.registry,
+        )
         self.ready = Gauge("gan_serve_ready", "1 once every model is loaded and warm", registry=self.registry)
 
     def render(self) -> bytes:

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from service.card import ValueRange
+from service.card import ModelCard, ValueRange
+from service.errors import InferenceError
 
 
 def to_uint8(values: np.ndarray, value_range: ValueRange) -> np.ndarray:
@@ -37,3 +38,21 @@ def make_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
         row, column = divmod(index, columns)
         grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
     return grid
+
+
+def image_values(raw: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Generator output as (N, H, W, C) values: reshaped per the card, checked against its shape."""
+    assert card.height is not None and card.width is not None
+    n = raw.shape[0]
+    expected = (n, card.height, card.width, card.channels)
+    if card.flat_output:
+        if raw.ndim != 2 or raw.shape[1] != card.height * card.width * card.channels:
+            raise InferenceError(
+                f"model {card.name} returned shape {list(raw.shape)}, expected flat {expected}"
+            )
+        raw = raw.reshape(expected)
+    elif card.layout == "NCHW" and raw.ndim == 4:
+        raw = raw.transpose(0, 2, 3, 1)
+    if raw.shape != expected:
+        raise InferenceError(f"model {card.name} returned shape {list(raw.shape)}, expected {list(expected)}")
+    return raw

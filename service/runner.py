@@ -42,6 +42,10 @@ class ModelRunner(Protocol):
 
     async def run(self, inputs: np.ndarray) -> np.ndarray: ...
 
+    def idle(self) -> bool:
+        """Whether no run is going and no request waits for one."""
+        ...
+
     async def run_finished(self, inputs: np.ndarray, finish: Callable[[np.ndarray], T]) -> T:
         """`finish(await run(inputs))`, with `finish` called in the worker thread that ran the model."""
         ...
@@ -103,6 +107,11 @@ class SessionRunner:
         run.add_done_callback(lambda _: streams.release())
         # Shielded: a caller that leaves mid-run must not free the stream while the run goes on.
         return await asyncio.shield(run)
+
+    def idle(self) -> bool:
+        """Whether no run is going and no request waits for one."""
+        with self._activity:
+            return self._in_flight == 0 and (self._streams is None or not self._streams.locked())
 
     def run_sync(self, inputs: np.ndarray) -> np.ndarray:
         """Run the session in the calling thread (warm-up and benchmarks use this)."""

@@ -221,6 +221,13 @@ class Settings(BaseSettings):
         ge=1,
         description="requests in progress (queued or running) per model before 503 with Retry-After",
     )
+    ready_images: int = Field(
+        default=16,
+        ge=0,
+        le=1024,
+        description="single images of fresh seeds each generator makes ahead of demand, for requests "
+        "with no seed, latents, truncation or label (0: none); at most 16 MiB of output per model",
+    )
     pad_batches: bool | None = Field(
         default=None,
         description="pad batches to power-of-two sizes, all warmed up at startup (default: on CUDA only)",

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TypeVar
 
 from service.encode import GenerateFormat
 from service.inference import InferenceCore
 from service.metrics import ServiceMetrics
+from service.ready_images import ReadyImages
 from service.rendering import Envelope, Rendering, ResponseLimit
 from service.repository import ModelRepository
 from service.settings import Settings
@@ -28,6 +29,8 @@ class ServiceState:
     metrics: ServiceMetrics
     inference_pool: ThreadPoolExecutor
     encode_pool: ThreadPoolExecutor
+    #: Each generator's images made ahead of demand, by model name (`service.ready_images`).
+    ready: Mapping[str, ReadyImages] = field(default_factory=dict)
 
     def with_settings(self, settings: Settings) -> ServiceState:
         """The same state seen with other settings (limits, formats) for one request."""
@@ -36,7 +39,7 @@ class ServiceState:
     @cached_property
     def core(self) -> InferenceCore:
         """The inference core over this state's models, limits and pools."""
-        return InferenceCore(self.settings, self.repository, self.metrics, self.encode_pool)
+        return InferenceCore(self.settings, self.repository, self.metrics, self.encode_pool, self.ready)
 
     def rendering(
         self, image_format: GenerateFormat, envelope: Envelope = "auto", limit: ResponseLimit | None = None

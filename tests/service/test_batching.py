@@ -666,8 +666,11 @@ def _generate(client: TestClient, seed: int) -> np.ndarray:
 def test_concurrent_http_requests_share_one_batch_and_get_their_own_images(
     settings: Settings, client: TestClient
 ) -> None:
-    # A delay far beyond the test's bound: the four requests can only finish as one full batch.
-    merged = settings.model_copy(update={"max_batch_size": 4, "max_queue_delay_ms": 10_000})
+    # A delay far beyond the test's bound: the four requests can only finish as one full batch
+    # (and no images made ahead of demand add batches of their own).
+    merged = settings.model_copy(
+        update={"max_batch_size": 4, "max_queue_delay_ms": 10_000, "ready_images": 0}
+    )
     with TestClient(create_app(merged)) as batched, ThreadPoolExecutor(4) as pool:
         images = list(pool.map(lambda seed: _generate(batched, seed), range(4)))
         assert _metric(batched, "gan_serve_batch_size_count", RGB_GENERATOR) == 1
@@ -739,7 +742,8 @@ def test_padded_batches_serve_the_same_images(settings: Settings, client: TestCl
 def test_lone_requests_on_a_session_of_their_own_give_the_same_images(settings: Settings) -> None:
     # Two one-thread streams: a lone request runs on the model's second session (where the machine
     # has more than one core), the same images as with that session turned off.
-    streams = settings.model_copy(update={"concurrent_batches": 2, "intra_op_threads": 1})
+    # No images made ahead of demand: their batches would be counted too.
+    streams = settings.model_copy(update={"concurrent_batches": 2, "intra_op_threads": 1, "ready_images": 0})
     image = png_bytes(random_pixels(40, 40, 3))
     answers = []
     for lone in (True, False):

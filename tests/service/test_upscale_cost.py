@@ -271,7 +271,8 @@ def test_past_the_deadline_an_upscale_is_503_and_its_tiles_leave_the_queue(setti
 
 def test_past_the_deadline_a_generate_is_503_and_its_rows_leave_the_queue(settings: Settings) -> None:
     with TestClient(create_app(_parked(settings, request_timeout_s=1.0, max_batch_size=4))) as serving:
-        late = serving.post("/generate", json={"model": RGB_GENERATOR, "n": 1})
+        # Seeded: a random sample may be answered with an image made before the model was parked.
+        late = serving.post("/generate", json={"model": RGB_GENERATOR, "n": 1, "seed": 7})
         error(late, 503, "deadline_exceeded")
         text = serving.get("/metrics").text
         assert metric(text, "gan_serve_queued_requests", model=RGB_GENERATOR) == 0
