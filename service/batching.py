@@ -12,10 +12,12 @@ Behaviour, in the words a caller needs:
 * Rows are the unit of batching. A batch is sent as soon as it holds ``max_batch_size`` rows, or
   when its oldest row has waited ``max_queue_delay_ms``, whichever comes first; while the model is
   busy (``max_concurrent_batches`` calls already running: its streams) rows keep queuing, so load
-  itself makes batches bigger. With the default delay of 0 (Triton's default too) a request never
-  waits for company, only for a busy model. Batches are filled exactly: a request may be split
-  across consecutive batches (its rows stay in order and it completes when its last row does), so
-  a request larger than ``max_batch_size`` is fine.
+  itself makes batches bigger. A stream whose batch ends takes the next due batch from the queue
+  itself, in its worker thread, and hands each batch's results to the event loop as it ends: a
+  busy event loop never leaves a stream idle with requests queued. With the default delay of 0
+  (Triton's default too) a request never waits for company, only for a busy model. Batches are
+  filled exactly: a request may be split across consecutive batches (its rows stay in order and it
+  completes when its last row does), so a request larger than ``max_batch_size`` is fine.
 * The fast path: with a delay of 0, a request that finds nothing queued and a stream free is run at
   once by its own task, without the dispatcher's hand-offs (a lone client's latency is the
   model's); its rows are spread over every free stream (16 rows, two free streams: two concurrent
@@ -49,8 +51,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -194,6 +196,9 @@ class DynamicBatcher:
 
         self._groups: dict[tuple[tuple[int, ...], str], _Group] = {}
         self._waiting = 0
+        # Guards the queue (`_groups`, `_waiting`, each request's taken rows): the event loop adds
+        # and drops requests, and a stream's worker takes its next batch there (`_stream`).
+        self._lock = threading.RLock()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         # Set on every arrival, freed stream and close: the dispatcher re-reads the queue then.
@@ -249,10 +254,11 @@ class DynamicBatcher:
         request = _Request(
             rows=rows, future=loop.create_future(), enqueued_at=time.monotonic(), key=key, finish=finish
         )
-        group = self._groups.setdefault(key, _Group())
-        group.requests.append(request)
-        group.rows += len(rows)
-        self._waiting += 1
+        with self._lock:
+            group = self._groups.setdefault(key, _Group())
+            group.requests.append(request)
+            group.rows += len(rows)
+            self._waiting += 1
         request.future.add_done_callback(lambda _: self._forget(request))
         assert self._arrival is not None
         self._arrival.set()
@@ -313,7 +319,7 @@ class DynamicBatcher:
             self._batch_size_observer.observe(len(batch))
         run = loop.run_in_executor(self._executor, self._whole, function, batch, finish)
         self._running.add(run)
-        run.add_done_callback(functools.partial(self._batch_finished, started=time.monotonic()))
+        run.add_done_callback(self._batch_finished)
         return run
 
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
@@ -329,22 +335,24 @@ class DynamicBatcher:
 
     def _forget(self, request: _Request) -> None:
         """Drop a finished (e.g. cancelled) request from the queue if it is still there."""
-        if not request.queued:
-            return
-        request.queued = False
-        self._waiting -= 1
-        group = self._groups.get(request.key)
-        if group is not None:
-            with contextlib.suppress(ValueError):
-                group.requests.remove(request)
-                group.rows -= len(request.rows) - request.taken
-            if not group.requests:
-                del self._groups[request.key]
+        with self._lock:
+            if not request.queued:
+                return
+            request.queued = False
+            self._waiting -= 1
+            group = self._groups.get(request.key)
+            if group is not None:
+                with contextlib.suppress(ValueError):
+                    group.requests.remove(request)
+                    group.rows -= len(request.rows) - request.taken
+                if not group.requests:
+                    del self._groups[request.key]
 
     def _retry_after(self) -> int:
         """Whole seconds until the queue has likely drained: queued batches times recent batch time."""
         per_batch = self._batch_seconds or 0.05
-        queued_rows = sum(group.rows for group in self._groups.values())
+        with self._lock:
+            queued_rows = sum(group.rows for group in self._groups.values())
         rounds = math.ceil(queued_rows / self.max_batch_size / self.max_concurrent_batches) + 1
         return max(1, math.ceil(per_batch * rounds))
 
@@ -355,10 +363,11 @@ class DynamicBatcher:
             # Never leave callers waiting on a dead dispatcher.
             self._closing = True
             error = BatcherClosed(f"{self.name}: dispatcher stopped: {exc!r}")
-            for group in list(self._groups.values()):
-                for request in list(group.requests):
-                    request.fail(error)
-                    self._forget(request)
+            with self._lock:
+                queued = [request for group in self._groups.values() for request in group.requests]
+            for request in queued:
+                request.fail(error)
+                self._forget(request)
             raise
 
     async def _dispatch_loop(self) -> None:
@@ -372,24 +381,26 @@ class DynamicBatcher:
             self._busy += 1
             task = asyncio.get_running_loop().create_task(self._run(pieces))
             self._running.add(task)
-            task.add_done_callback(functools.partial(self._batch_finished, started=time.monotonic()))
+            task.add_done_callback(self._batch_finished)
 
-    def _batch_finished(self, run: asyncio.Future[Any], started: float) -> None:
+    def _batch_finished(self, run: asyncio.Future[Any]) -> None:
         """A batch (dispatched or fast-path) is over: free its stream, wake the dispatcher."""
         self._running.discard(run)
         self._busy -= 1
-        if not run.cancelled() and run.exception() is None:
-            # Smoothed seconds per batch (queue hand-offs included), for the Retry-After estimate.
-            elapsed = time.monotonic() - started
-            previous = self._batch_seconds or elapsed
-            self._batch_seconds = 0.8 * previous + 0.2 * elapsed
         assert self._arrival is not None
         self._arrival.set()
 
     def _whole(self, function: BatchFunction, batch: Array, finish: Finish | None) -> Any:
         """In a worker: run one request's rows as one batch, check the output, finish it."""
+        started = time.monotonic()
         output = self._split(function(batch), len(batch), [batch])[0]
+        self._count_batch(time.monotonic() - started)
         return output if finish is None else finish(output)
+
+    def _count_batch(self, seconds: float) -> None:
+        """Smooth the seconds per batch (Retry-After's estimate); any thread."""
+        previous = self._batch_seconds or seconds
+        self._batch_seconds = 0.8 * previous + 0.2 * seconds
 
     async def _next_ready_group(self) -> tuple[tuple[int, ...], str] | None:
         """Wait until a stream is free and some group should be sent now; None once closing and empty."""
@@ -401,16 +412,7 @@ class DynamicBatcher:
             if self._busy >= self.max_concurrent_batches or not self._groups:
                 await self._arrival.wait()
                 continue
-            ready: tuple[tuple[int, ...], str] | None = None
-            earliest = math.inf
-            for key, group in self._groups.items():
-                if not group.requests:
-                    continue
-                if group.rows >= self.max_batch_size or self._closing:
-                    return key
-                deadline = group.requests[0].enqueued_at + self.max_queue_delay_s
-                if deadline < earliest:
-                    ready, earliest = key, deadline
+            ready, earliest = self._due()
             if ready is None:
                 if self._closing:
                     return None
@@ -422,9 +424,28 @@ class DynamicBatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrival.wait(), timeout)
 
+    def _due(self) -> tuple[tuple[tuple[int, ...], str] | None, float]:
+        """The group whose batch is due first and when (monotonic; 0: now); (None, inf) if none waits."""
+        ready: tuple[tuple[int, ...], str] | None = None
+        earliest = math.inf
+        with self._lock:
+            for key, group in self._groups.items():
+                if not group.requests:
+                    continue
+                if group.rows >= self.max_batch_size or self._closing:
+                    return key, 0.0
+                deadline = group.requests[0].enqueued_at + self.max_queue_delay_s
+                if deadline < earliest:
+                    ready, earliest = key, deadline
+        return ready, earliest
+
     def _take(self, key: tuple[tuple[int, ...], str]) -> list[_Piece]:
         """Pop up to `max_batch_size` rows from one group, oldest first, splitting the last request."""
-        group = self._groups[key]
+        with self._lock:
+            group = self._groups.get(key)
+            return [] if group is None else self._take_from(key, group)
+
+    def _take_from(self, key: tuple[tuple[int, ...], str], group: _Group) -> list[_Piece]:
         pieces: list[_Piece] = []
         room = self.max_batch_size
         now = time.monotonic()
@@ -452,33 +473,57 @@ class DynamicBatcher:
         return pieces
 
     async def _run(self, pieces: list[_Piece]) -> None:
-        """Run one batch and hand out its rows; on failure isolate the culprit request by request."""
+        """Run a stream from one batch (`_stream`), its rows handed out as each batch ends; on a
+        failed batch, isolate the culprit request by request."""
         # A caller may have gone between the batch being taken and it starting: skip its rows.
         pieces = [piece for piece in pieces if not piece.request.future.done()]
         if not pieces:
             return
-        try:
-            outputs = await self._call(pieces)
-        except BatchOutputMismatch as exc:
+        loop = asyncio.get_running_loop()
+        failed = await loop.run_in_executor(self._executor, self._stream, loop, pieces)
+        if failed is None:
+            return
+        pieces, exc = failed
+        if isinstance(exc, BatchOutputMismatch):
             for piece in pieces:
                 piece.request.fail(exc)
             return
-        except Exception as exc:
-            if len({id(p.request) for p in pieces}) == 1:
-                for piece in pieces:
-                    piece.request.fail(exc)
-                return
-            # One bad request must not sink its neighbours: re-run each on its own.
+        if len({id(p.request) for p in pieces}) == 1:
             for piece in pieces:
-                if piece.request.future.done():
-                    continue
-                try:
-                    (alone,) = await self._call([piece])
-                except Exception as piece_exc:
-                    piece.request.fail(piece_exc)
-                else:
-                    self._hand_out(piece, alone)
+                piece.request.fail(exc)
             return
+        # One bad request must not sink its neighbours: re-run each on its own.
+        for piece in pieces:
+            if piece.request.future.done():
+                continue
+            try:
+                (alone,) = await self._call([piece])
+            except Exception as piece_exc:
+                piece.request.fail(piece_exc)
+            else:
+                self._hand_out(piece, alone)
+
+    def _stream(
+        self, loop: asyncio.AbstractEventLoop, pieces: list[_Piece]
+    ) -> tuple[list[_Piece], Exception] | None:
+        """In a worker, holding one stream: run `pieces`' batch, hand its results to the event loop,
+        and while a batch is due the moment one ends, take it from the queue and run it too.
+
+        The stream goes from batch to batch without waiting for the event loop (on a busy loop,
+        that wait left a stream idle for milliseconds per batch with requests queued). Returns the
+        batch that failed, with its error, for the loop to sort out; None once no batch is due.
+        """
+        while pieces:
+            try:
+                outputs = self._run_pieces(pieces)
+            except Exception as exc:
+                return pieces, exc
+            loop.call_soon_threadsafe(self._deliver, pieces, outputs)
+            key, due = self._due()
+            pieces = self._take(key) if key is not None and due <= time.monotonic() else []
+        return None
+
+    def _deliver(self, pieces: list[_Piece], outputs: list[object]) -> None:
         for piece, out in zip(pieces, outputs, strict=True):
             self._hand_out(piece, out)
 
@@ -496,19 +541,28 @@ class DynamicBatcher:
     async def _call(self, pieces: list[_Piece]) -> list[object]:
         """In one worker hop: stack the pieces, call the batch function once, check the row count,
         split the output, and finish each piece that is a whole request."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run_pieces, pieces)
+
+    def _run_pieces(self, pieces: list[_Piece]) -> list[object]:
+        """In a worker: `_batch_and_finish` on the pieces stacked into one batch."""
+        return self._batch_and_finish(*self._stack(pieces))
+
+    def _stack(self, pieces: list[_Piece]) -> tuple[Array, list[Array], list[Finish | None]]:
+        """The pieces' rows as one batch (counted), each piece's part of it, and its finish."""
         parts = [piece.rows for piece in pieces]
-        finishes = [piece.finish for piece in pieces]
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if self._batch_size_observer is not None:
             self._batch_size_observer.observe(len(batch))
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._batch_and_finish, batch, parts, finishes)
+        return batch, parts, [piece.finish for piece in pieces]
 
     def _batch_and_finish(
         self, batch: Array, parts: list[Array], finishes: list[Finish | None]
     ) -> list[object]:
         """In a worker: the batch function on `batch`, cut into `parts`, each finished if it can be."""
+        started = time.monotonic()
         outputs: list[Any] = list(self._split(self._batch_function(batch), len(batch), parts))
+        self._count_batch(time.monotonic() - started)
         for index, finish in enumerate(finishes):
             if finish is None:
                 continue

@@ -89,6 +89,38 @@ async def hold_first_batch(batcher: DynamicBatcher, fn: Recorder) -> asyncio.Tas
     return first
 
 
+async def test_a_stream_runs_the_batches_queued_behind_it_while_the_event_loop_is_busy() -> None:
+    # One stream, batches of 2: three queued requests are three batches. The second one blocks
+    # until the event loop itself stops to wait for the rest: they must run without it.
+    calls: list[int] = []
+    blocked, release = threading.Event(), threading.Event()
+
+    def function(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        if len(calls) == 2:
+            blocked.set()
+            release.wait(HANG)
+        return batch * 2.0 + 1.0
+
+    fn = Recorder()
+    batcher = DynamicBatcher(lambda batch: function(fn(batch)), max_batch_size=2, max_concurrent_batches=1)
+    first = await hold_first_batch(batcher, fn)
+    inputs = [rows(2, start=100 * i) for i in range(3)]
+    tasks = [asyncio.create_task(batcher.submit(x)) for x in inputs]
+    await wait_until(lambda: batcher.queued_requests == 3)
+    fn.gate.set()
+    await wait_until(blocked.is_set)
+    release.set()
+    deadline = time.monotonic() + HANG
+    while len(calls) < 4 and time.monotonic() < deadline:
+        time.sleep(0.001)  # the event loop's thread, busy: nothing it schedules runs meanwhile
+    assert calls == [1, 2, 2, 2]
+    results = await asyncio.wait_for(asyncio.gather(first, *tasks), HANG)
+    for x, y in zip(inputs, results[1:], strict=True):
+        np.testing.assert_array_equal(y, (x * 2.0 + 1.0) * 2.0 + 1.0)
+    await batcher.close()
+
+
 async def test_concurrent_requests_share_a_batch_and_each_gets_its_own_rows() -> None:
     fn = Recorder()
     batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
