@@ -68,7 +68,9 @@ class Point:
 
 
 def points() -> list[Point]:
-    """/generate faces64 n=1 and n=16, /upscale srgan-x4 64→256, each at 1, 16 and 64 clients."""
+    """/generate faces64 n=1 and n=16, /upscale srgan-x4 64→256, each at 1, 16 and 64 clients (every
+    request with seed 1); and one client asking for random samples (n=1, no seed), where the
+    product may answer with images made ahead (`GAN_SERVE_READY_IMAGES`) and every peer draws a seed."""
     found = []
     for key, label, images in (
         ("gen1", "/generate n=1", 1),
@@ -77,6 +79,7 @@ def points() -> list[Point]:
     ):
         for clients in (1, 16, 64):
             found.append(Point(f"{key}-c{clients}", label, images, clients))
+    found.append(Point("random1-c1", "/generate n=1 random sample (no seed)", 1, 1))
     return found
 
 
@@ -89,8 +92,9 @@ def http_request(method: str, target: str, port: int, body: bytes, content_type:
     return head.encode("latin-1") + body
 
 
-def generate_body(n: int, seed: int) -> bytes:
-    return json.dumps({"model": GENERATOR, "n": n, "seed": seed, "format": "png"}).encode()
+def generate_body(n: int, seed: int | None) -> bytes:
+    body = {"model": GENERATOR, "n": n, "format": "png"}
+    return json.dumps(body if seed is None else {**body, "seed": seed}).encode()
 
 
 UPSCALE_TARGET = f"/upscale?model={UPSCALER}&format=png"
@@ -315,6 +319,7 @@ def write_requests(servers: list[Server], face: bytes, work: Path) -> dict[tuple
         for key, target, body, kind in (
             ("gen1", "/generate", generate_body(1, 1), "application/json"),
             ("gen16", "/generate", generate_body(16, 1), "application/json"),
+            ("random1", "/generate", generate_body(1, None), "application/json"),
             ("upscale", UPSCALE_TARGET, face, "image/png"),
         ):
             path = work / f"request-{server.name}-{key}.http"
