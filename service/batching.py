@@ -443,34 +443,33 @@ class DynamicBatcher:
         """Pop up to `max_batch_size` rows from one group, oldest first, splitting the last request."""
         with self._lock:
             group = self._groups.get(key)
-            return [] if group is None else self._take_from(key, group)
-
-    def _take_from(self, key: tuple[tuple[int, ...], str], group: _Group) -> list[_Piece]:
-        pieces: list[_Piece] = []
-        room = self.max_batch_size
-        now = time.monotonic()
-        while room and group.requests:
-            request = group.requests[0]
-            if request.future.done():
-                self._forget(request)
-                continue
-            start = request.taken
-            stop = min(len(request.rows), start + room)
-            pieces.append(_Piece(request, start, stop))
-            request.taken = stop
-            group.rows -= stop - start
-            room -= stop - start
-            if not request.started:
-                request.started = True
-                if self._queue_time_observer is not None:
-                    self._queue_time_observer.observe(now - request.enqueued_at)
-            if stop == len(request.rows):
-                group.requests.popleft()
-                request.queued = False
-                self._waiting -= 1
-        if not group.requests:
-            self._groups.pop(key, None)
-        return pieces
+            if group is None:  # a stream's worker took the last of it first
+                return []
+            pieces: list[_Piece] = []
+            room = self.max_batch_size
+            now = time.monotonic()
+            while room and group.requests:
+                request = group.requests[0]
+                if request.future.done():
+                    self._forget(request)
+                    continue
+                start = request.taken
+                stop = min(len(request.rows), start + room)
+                pieces.append(_Piece(request, start, stop))
+                request.taken = stop
+                group.rows -= stop - start
+                room -= stop - start
+                if not request.started:
+                    request.started = True
+                    if self._queue_time_observer is not None:
+                        self._queue_time_observer.observe(now - request.enqueued_at)
+                if stop == len(request.rows):
+                    group.requests.popleft()
+                    request.queued = False
+                    self._waiting -= 1
+            if not group.requests:
+                self._groups.pop(key, None)
+            return pieces
 
     async def _run(self, pieces: list[_Piece]) -> None:
         """Run a stream from one batch (`_stream`), its rows handed out as each batch ends; on a
