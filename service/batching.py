@@ -479,7 +479,7 @@ class DynamicBatcher:
         if not pieces:
             return
         loop = asyncio.get_running_loop()
-        failed = await loop.run_in_executor(self._executor, self._stream, loop, pieces)
+        failed = await loop.run_in_executor(self._executor, self._stream, pieces)
         if failed is None:
             return
         pieces, exc = failed
@@ -502,9 +502,7 @@ class DynamicBatcher:
             else:
                 self._hand_out(piece, alone)
 
-    def _stream(
-        self, loop: asyncio.AbstractEventLoop, pieces: list[_Piece]
-    ) -> tuple[list[_Piece], Exception] | None:
+    def _stream(self, pieces: list[_Piece]) -> tuple[list[_Piece], Exception] | None:
         """In a worker, holding one stream: run `pieces`' batch, hand its results to the event loop,
         and while a batch is due the moment one ends, take it from the queue and run it too.
 
@@ -512,12 +510,13 @@ class DynamicBatcher:
         that wait left a stream idle for milliseconds per batch with requests queued). Returns the
         batch that failed, with its error, for the loop to sort out; None once no batch is due.
         """
+        assert self._loop is not None
         while pieces:
             try:
                 outputs = self._run_pieces(pieces)
             except Exception as exc:
                 return pieces, exc
-            loop.call_soon_threadsafe(self._deliver, pieces, outputs)
+            self._loop.call_soon_threadsafe(self._deliver, pieces, outputs)
             key, due = self._due()
             pieces = self._take(key) if key is not None and due <= time.monotonic() else []
         return None
