@@ -384,6 +384,66 @@ async def test_requests_queue_when_every_stream_is_busy_and_batch_up_behind_them
     await batcher.close()
 
 
+async def test_while_another_batch_runs_a_small_batch_waits_for_company() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(
+        fn, max_batch_size=64, max_concurrent_batches=2, min_batch_while_busy=3, busy_wait_s=HANG
+    )
+    first = await hold_first_batch(batcher, fn)  # the model is busy, one stream is free
+    inputs = [rows(1, start=100 * i) for i in range(3)]
+    tasks = [asyncio.create_task(batcher.submit(x)) for x in inputs[:2]]
+    await wait_until(lambda: batcher.queued_requests == 2)
+    await asyncio.sleep(0.05)
+    assert len(fn.batches) == 1  # two rows wait for a third instead of taking the free stream
+    tasks.append(asyncio.create_task(batcher.submit(inputs[2])))
+    await wait_until(lambda: len(fn.batches) == 2)  # three: they go, the first batch still running
+    assert fn.sizes == [1, 3]
+    fn.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+    for x, y in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(y, x * 2.0 + 1.0)
+    await first
+    await batcher.close()
+
+
+async def test_a_small_batch_held_back_starts_as_soon_as_the_running_batch_ends() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(
+        fn, max_batch_size=64, max_concurrent_batches=2, min_batch_while_busy=4, busy_wait_s=HANG
+    )
+    first = await hold_first_batch(batcher, fn)
+    second = asyncio.create_task(batcher.submit(rows(1, start=7)))
+    await wait_until(lambda: batcher.queued_requests == 1)
+    fn.gate.set()  # only the first batch's end can start it: its own wait is the test's bound
+    np.testing.assert_array_equal(await asyncio.wait_for(second, HANG), rows(1, start=7) * 2.0 + 1.0)
+    await first
+    assert fn.sizes == [1, 1]
+    # An idle model runs a request at once, however few its rows.
+    np.testing.assert_array_equal(await asyncio.wait_for(batcher.submit(rows(1)), HANG), rows(1) * 2.0 + 1.0)
+    await batcher.close()
+
+
+async def test_a_small_batch_waits_about_one_batch_time_at_most_while_another_runs() -> None:
+    gate = threading.Event()
+
+    def model(batch: np.ndarray) -> np.ndarray:
+        if (batch == -1.0).all():  # the held batch: runs until the test lets it go
+            gate.wait(HANG)
+        return batch * 2.0 + 1.0
+
+    batcher = DynamicBatcher(model, max_batch_size=64, max_concurrent_batches=2, min_batch_while_busy=8)
+    await batcher.submit(rows(1))  # a batch time to go by
+    held = asyncio.create_task(batcher.submit(np.full((1, 3), -1.0, np.float32)))
+    await asyncio.sleep(0.01)
+    x = rows(1, start=3)
+    # Never 8 rows, and the running batch never ends: the wait runs out and it takes the free stream.
+    np.testing.assert_array_equal(await asyncio.wait_for(batcher.submit(x), HANG), x * 2.0 + 1.0)
+    assert not held.done()
+    gate.set()
+    await held
+    await batcher.close()
+
+
 async def test_a_lone_request_runs_at_once_whatever_the_batch_size() -> None:
     fn = Recorder()
     batcher = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_ms=0)
@@ -708,6 +768,20 @@ def test_concurrent_http_requests_share_one_batch_and_get_their_own_images(
         assert _metric(batched, "gan_serve_batch_size_count", RGB_GENERATOR) == 1
         assert _metric(batched, "gan_serve_batch_size_sum", RGB_GENERATOR) == 4
         assert _metric(batched, "gan_serve_queue_wait_seconds_count", RGB_GENERATOR) == 4
+    for seed, image in enumerate(images):
+        assert np.abs(image - _generate(client, seed)).max() <= 1
+
+
+def test_with_company_while_busy_concurrent_requests_get_the_images_they_get_alone(
+    settings: Settings, client: TestClient
+) -> None:
+    waiting = settings.model_copy(update={"min_batch_while_busy": 4, "ready_images": 0})
+    with TestClient(create_app(waiting)) as busy, ThreadPoolExecutor(6) as pool:
+        images = list(pool.map(lambda seed: _generate(busy, seed), range(12)))
+        upscaled = busy.post(
+            "/upscale", content=png_bytes(random_pixels(32, 32, 3)), headers={"content-type": "image/png"}
+        )
+        assert upscaled.status_code == 200, upscaled.text
     for seed, image in enumerate(images):
         assert np.abs(image - _generate(client, seed)).max() <= 1
 
