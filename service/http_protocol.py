@@ -11,7 +11,9 @@ answers every error with):
 - body: at most `max_body_bytes`, refused from `Content-Length` before a byte of it is read and
   counted while it streams (chunked too) → 413; complete within `body_timeout_s` of the headers
   → 408 (the application sees a disconnect);
-- malformed HTTP → 400 with the JSON error shape instead of uvicorn's text/plain.
+- malformed HTTP → 400 with the JSON error shape instead of uvicorn's text/plain;
+- more connections or requests than uvicorn's `limit_concurrency` → 503 `too_many_connections`
+  with the JSON error shape and `Retry-After: 1`, instead of uvicorn's text/plain 503.
 
 Connection count and idle keep-alive are uvicorn's own settings (`limit_concurrency`,
 `timeout_keep_alive`), set from the same `Settings` in `service.cli`.
@@ -22,10 +24,13 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 _REASONS = {
     400: b"Bad Request",
@@ -79,6 +84,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._body_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # uvicorn answers past `limit_concurrency` with its own text/plain 503 app: ours instead.
+        if app is service_unavailable:
+            app = partial(_too_many_connections, self.limit_concurrency)
+        super()._start_asgi_task(cycle, app)
 
     # Timers --------------------------------------------------------------------------------------
 
@@ -225,3 +236,26 @@ def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
 def protocol_with(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
     """A protocol class carrying `limits`, for `uvicorn.Config(http=...)`."""
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+
+
+async def _too_many_connections(
+    limit: int | None, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+) -> None:
+    """The 503 for a request past `limit_concurrency`, in the service's JSON error shape."""
+    body = json.dumps(
+        {
+            "error": {
+                "code": "too_many_connections",
+                "message": f"this server is holding its limit of {limit} connections and requests; "
+                "retry in a moment",
+            }
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -43,16 +44,22 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def address(repo: Path) -> Iterator[tuple[str, int]]:
+    with serving(
+        repo,
+        GAN_SERVE_MAX_HEADER_BYTES=str(8 * 1024),
+        GAN_SERVE_MAX_HEADER_COUNT="50",
+        GAN_SERVE_HEADER_TIMEOUT_S="1",
+        GAN_SERVE_BODY_TIMEOUT_S="2",
+        GAN_SERVE_MAX_BODY_BYTES=str(MAX_BODY),
+    ) as served:
+        yield served
+
+
+@contextmanager
+def serving(repo: Path, **settings: str) -> Iterator[tuple[str, int]]:
+    """`gan-serve` on the test repository with these GAN_SERVE_* settings, until the block ends."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "GAN_SERVE_MAX_HEADER_BYTES": str(8 * 1024),
-        "GAN_SERVE_MAX_HEADER_COUNT": "50",
-        "GAN_SERVE_HEADER_TIMEOUT_S": "1",
-        "GAN_SERVE_BODY_TIMEOUT_S": "2",
-        "GAN_SERVE_MAX_BODY_BYTES": str(MAX_BODY),
-        "GAN_SERVE_WARMUP_BATCH_SIZES": "[1]",
-    }
+    env = {**os.environ, "GAN_SERVE_WARMUP_BATCH_SIZES": "[1]", **settings}
     script = Path(sys.executable).parent / "gan-serve"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
     process = subprocess.Popen(
@@ -72,9 +79,11 @@ def address(repo: Path) -> Iterator[tuple[str, int]]:
         if process.poll() is not None:
             pytest.fail(f"gan-serve exited: {process.stderr.read() if process.stderr else ''}")
         time.sleep(0.2)
-    yield "127.0.0.1", port
-    process.terminate()
-    process.wait(30)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def exchange(address: tuple[str, int], *parts: bytes, pause: float = 0.0, timeout: float = 10.0) -> bytes:
@@ -244,3 +253,19 @@ def test_keep_alive_connection_serves_several_requests(address: tuple[str, int])
     last = request("/health/live", headers=b"Connection: close\r\n")
     response = exchange(address, one, one, last)
     assert response.count(b"HTTP/1.1 200") == 3
+
+
+def test_past_the_connection_limit_a_request_gets_a_json_503_and_the_server_recovers(repo: Path) -> None:
+    with serving(repo, GAN_SERVE_MAX_CONNECTIONS="3") as address:
+        idle = [socket.create_connection(address, timeout=10) for _ in range(2)]
+        try:
+            time.sleep(0.2)  # the server has taken both connections
+            response = exchange(address, request())
+            assert status_and_code(response) == (503, "too_many_connections")
+            head = response.partition(b"\r\n\r\n")[0].lower()
+            assert b"retry-after: 1" in head and b"content-type: application/json" in head
+        finally:
+            for conn in idle:
+                conn.close()
+        time.sleep(0.2)
+        still_serving(address)
