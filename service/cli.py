@@ -196,6 +196,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         header_timeout_s=settings.header_timeout_s,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        max_body_bytes_in_flight=settings.max_body_bytes_in_flight,
     )
 
 

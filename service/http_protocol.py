@@ -13,7 +13,12 @@ answers every error with):
   → 408 (the application sees a disconnect);
 - malformed HTTP → 400 with the JSON error shape instead of uvicorn's text/plain;
 - more connections or requests than uvicorn's `limit_concurrency` → 503 `too_many_connections`
-  with the JSON error shape and `Retry-After: 1`, instead of uvicorn's text/plain 503.
+  with the JSON error shape and `Retry-After: 1`, instead of uvicorn's text/plain 503;
+- request bodies held at once, all connections together: at most `max_body_bytes_in_flight`
+  (never below `max_body_bytes`), from a request's headers until its response is complete, so
+  many large uploads at once cannot exhaust memory between them; a request whose body would pass
+  it → 503 `bodies_in_flight` with `Retry-After: 1`, from `Content-Length` before a byte of it is
+  read (a chunked body is counted as it streams).
 
 Connection count and idle keep-alive are uvicorn's own settings (`limit_concurrency`,
 `timeout_keep_alive`), set from the same `Settings` in `service.cli`.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -38,6 +44,7 @@ _REASONS = {
     413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
 }
 
 
@@ -51,23 +58,45 @@ class ConnectionLimits:
     header_timeout_s: float = 10.0
     max_body_bytes: int = 20 * 1024 * 1024
     body_timeout_s: float = 60.0
+    #: Bodies of all connections' requests in progress together (raised to `max_body_bytes`).
+    max_body_bytes_in_flight: int = 256 * 1024 * 1024
+
+
+class BodyBudget:
+    """Bytes of request bodies the server holds at once, all connections together (event loop only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, amount: int) -> bool:
+        """Hold `amount` more bytes if that stays within the limit; whether it did."""
+        if self.held + amount > self.limit:
+            return False
+        self.held += amount
+        return True
+
+    def give(self, amount: int) -> None:
+        self.held -= amount
 
 
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing: the request breaks a limit."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
 
 
-def error_bytes(status: int, code: str, message: str) -> bytes:
+def error_bytes(status: int, code: str, message: str, retry_after: int | None = None) -> bytes:
     """A complete HTTP/1.1 error response in the service's JSON shape, closing the connection."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     head = [
         b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
         b"content-type: application/json\r\n",
         b"content-length: %d\r\n" % len(body),
+        b"" if retry_after is None else b"retry-after: %d\r\n" % retry_after,
         b"connection: close\r\n\r\n",
     ]
     return b"".join(head) + body
@@ -77,6 +106,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` with header, URL, body and timing limits (see the module docstring)."""
 
     limits = ConnectionLimits()
+    #: Shared by every connection of one server (`protocol_with` gives each server its own).
+    bodies = BodyBudget(ConnectionLimits.max_body_bytes_in_flight)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,6 +115,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._body_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+        # Body bytes held for each request of this connection whose response is not complete yet
+        # (oldest first; more than one only when requests are pipelined), and whether the newest
+        # one's body is counted as it streams (no Content-Length).
+        self._held: deque[int] = deque()
+        self._counting_stream = False
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         # uvicorn answers past `limit_concurrency` with its own text/plain 503 app: ours instead.
@@ -116,7 +152,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
         if cycle is None or not cycle.response_started:  # the app has not answered: answer for it
-            self.transport.write(error_bytes(refusal.status, refusal.code, refusal.message))
+            self.transport.write(
+                error_bytes(refusal.status, refusal.code, refusal.message, refusal.retry_after)
+            )
         self.transport.close()
 
     # Protocol and parser callbacks ---------------------------------------------------------------
@@ -127,7 +165,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self.bodies.give(sum(self._held))
+        self._held.clear()
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        if self._held:
+            self.bodies.give(self._held.popleft())
+        super().on_response_complete()
+
+    def _hold(self, amount: int) -> None:
+        """Count `amount` more body bytes for the newest request, or refuse it (503)."""
+        bodies = self.bodies
+        if not bodies.take(amount):
+            raise _Refused(
+                503,
+                "bodies_in_flight",
+                f"requests in progress hold {bodies.held} bytes of body, and this one's would pass "
+                f"the {bodies.limit} this server holds at once; retry in a moment",
+                retry_after=1,
+            )
+        self._held[-1] += amount
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
@@ -161,6 +219,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = self._header_count = self._body_bytes = 0
+        self._held.append(0)
+        self._counting_stream = False
         if self._timer is None:  # a new request on a kept-alive connection: its headers' clock starts
             self._header_clock()
 
@@ -195,6 +255,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 "payload_too_large",
                 f"the body is {declared} bytes; this server accepts at most {limits.max_body_bytes}",
             )
+        if declared:
+            self._hold(declared)
+        self._counting_stream = declared is None
         super().on_headers_complete()
         if declared or _chunked(self.headers):
             self._arm(
@@ -212,6 +275,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 "payload_too_large",
                 f"the body exceeds {self.limits.max_body_bytes} bytes, the most this server accepts",
             )
+        if self._counting_stream:
+            self._hold(len(body))
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -235,7 +300,8 @@ def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
 
 def protocol_with(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
     """A protocol class carrying `limits`, for `uvicorn.Config(http=...)`."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+    bodies = BodyBudget(max(limits.max_body_bytes_in_flight, limits.max_body_bytes))
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits, "bodies": bodies})
 
 
 async def _too_many_connections(

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="largest request body (default: 20 MiB, or the SageMaker mode's payload limit if larger)",
     )
+    max_body_bytes_in_flight: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="request bodies held at once, all connections together (never below max_body_bytes); "
+        "past it a request gets 503 bodies_in_flight",
+    )
     max_image_pixels: int = Field(
         default=4096 * 4096, ge=1, description="largest input image (width x height) /upscale decodes"
     )

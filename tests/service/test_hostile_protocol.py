@@ -269,3 +269,38 @@ def test_past_the_connection_limit_a_request_gets_a_json_503_and_the_server_reco
                 conn.close()
         time.sleep(0.2)
         still_serving(address)
+
+
+def test_bodies_held_at_once_are_bounded_and_small_requests_still_pass(repo: Path) -> None:
+    body_limit = 256 * 1024
+    with serving(
+        repo, GAN_SERVE_MAX_BODY_BYTES=str(body_limit), GAN_SERVE_MAX_BODY_BYTES_IN_FLIGHT="600000"
+    ) as address:
+        upload = request(
+            "/upscale",
+            "POST",
+            b"Content-Type: image/png\r\nContent-Length: %d\r\n" % body_limit,
+        )
+        # Two uploads of the largest body, each still arriving: 512 KiB of the 600,000 bytes held.
+        slow = [socket.create_connection(address, timeout=10) for _ in range(2)]
+        try:
+            for conn in slow:
+                conn.sendall(upload + b"\x89PNG" + bytes(996))
+            time.sleep(0.2)
+            refused = exchange(address, upload)
+            assert status_and_code(refused) == (503, "bodies_in_flight")
+            assert b"retry-after: 1" in refused.partition(b"\r\n\r\n")[0].lower()
+            chunked = request(
+                "/upscale", "POST", b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n"
+            )
+            streamed = exchange(address, chunked, b"%x\r\n" % 100_000 + bytes(100_000) + b"\r\n")
+            assert status_and_code(streamed) == (503, "bodies_in_flight")
+            still_serving(address)  # a small body fits beside them
+        finally:
+            for conn in slow:
+                conn.close()
+        time.sleep(0.2)
+        # Their bytes are free again: the largest body is read (and refused as no image, not as busy).
+        answered = exchange(address, upload + bytes(body_limit))
+        assert status_and_code(answered)[0] != 503
+        still_serving(address)
