@@ -89,9 +89,14 @@ class _Refused(Exception):
         self.retry_after = retry_after
 
 
+def _error_body(code: str, message: str) -> bytes:
+    """The service's JSON error shape."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
 def error_bytes(status: int, code: str, message: str, retry_after: int | None = None) -> bytes:
     """A complete HTTP/1.1 error response in the service's JSON shape, closing the connection."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = _error_body(code, message)
     head = [
         b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
         b"content-type: application/json\r\n",
@@ -308,15 +313,10 @@ async def _too_many_connections(
     limit: int | None, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
 ) -> None:
     """The 503 for a request past `limit_concurrency`, in the service's JSON error shape."""
-    body = json.dumps(
-        {
-            "error": {
-                "code": "too_many_connections",
-                "message": f"this server is holding its limit of {limit} connections and requests; "
-                "retry in a moment",
-            }
-        }
-    ).encode()
+    body = _error_body(
+        "too_many_connections",
+        f"this server is holding its limit of {limit} connections and requests; retry in a moment",
+    )
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
