@@ -25,7 +25,7 @@ from onnxconverter_common import float16
 from export import graph_passes
 from export.catalog import ARCHITECTURES, Architecture
 from export.conditional_hint import latent_hint
-from export.convert import OPSET, to_onnx, trace
+from export.convert import OPSET, TracedGraph, to_onnx, trace
 from export.errors import ExportError, NotAnImageModel, UsageError, VerificationFailed
 from export.image_spec import ImageShape, ImageSpec, Range, infer_image_spec
 from export.progress import reporter
@@ -189,11 +189,11 @@ def _export(source: SourceModel, repo: Path, name: str, opts: _Options) -> Model
     hint = condition_hint(source)
     if hint:
         progress.note(hint)
+    inputs = probe_inputs(source, spec.input_range)
     with progress.step("Converting to ONNX (tf2onnx)"):
-        model = to_onnx(traced)
+        model = _converted(source, traced, inputs[0])
     width = spec.output_range[1] - spec.output_range[0]
     abs_tolerance = opts.tolerance * width
-    inputs = probe_inputs(source, spec.input_range)
     converted = OnnxRunner(model)
     for x in inputs:  # fail here with a clear message rather than inside a graph pass
         _run_probe(converted, x, source)
@@ -362,6 +362,35 @@ def _run_passes(
         applied.append(f"{pass_name} ({changed})" if pass_name == "symmetric-conv-transpose" else pass_name)
         errors[pass_name] = error
     return model, applied, errors
+
+
+#: Conversions tried before a graph whose output shape is not the source model's is an error.
+CONVERT_ATTEMPTS = 3
+
+
+def _converted(source: SourceModel, traced: TracedGraph, probe: np.ndarray) -> onnx.ModelProto:
+    """`to_onnx(traced)`, checked: on `probe` the graph's output has the source model's shape.
+
+    The conversion is not deterministic: of 12 conversions of the same keras-io ESPCN (a tf.keras 2
+    file, `tf.nn.depth_to_space` as its last layer) in one process, 2 lost the graph's final
+    Squeeze and answered a rank-5 output. A graph that disagrees is traced and converted again.
+    """
+    expected: tuple[int, ...] | None = None
+    got: tuple[int, ...] = ()
+    for attempt in range(CONVERT_ATTEMPTS):
+        if attempt:
+            traced = trace(source)
+        model = to_onnx(traced)
+        # The graph first: a model that fails on the probe is refused with the graph's own words.
+        got = _run_probe(OnnxRunner(model), probe, source).shape
+        if expected is None:
+            expected = source.predict(probe).shape
+        if got == expected:
+            return model
+    raise ExportError(
+        f"internal error: the converted graph answers an input of shape {list(probe.shape)} with shape "
+        f"{list(got)} where the model answers {list(expected or ())}, in {CONVERT_ATTEMPTS} conversions"
+    )
 
 
 def _run_probe(runner: OnnxRunner, x: np.ndarray, source: SourceModel) -> np.ndarray:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import helper, numpy_helper
 
+from export import api, convert
 from export.cli import main
 from tests.export.conftest import FIXTURES
 
@@ -335,3 +341,40 @@ def test_no_verify_skips_comparison(capsys, tmp_path: Path, small_keras_file: Pa
     assert card["parity"]["cases"] == [] and card["parity"]["max_abs_error"] is None
     assert not (tmp_path / "repo" / "m" / "preview.png").exists()
     assert np.isfinite(card["parity"]["tolerance"])
+
+
+def _with_extra_axis(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The fault tf2onnx sometimes makes (a lost final Squeeze): the output with one more axis."""
+    wrong = copy.deepcopy(model)
+    output = wrong.graph.output[0]
+    for node in wrong.graph.node:
+        node.output[:] = [f"{o}_before" if o == output.name else o for o in node.output]
+    wrong.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "extra_axis"))
+    wrong.graph.node.append(
+        helper.make_node("Unsqueeze", [f"{output.name}_before", "extra_axis"], [output.name])
+    )
+    output.type.tensor_type.ClearField("shape")
+    return wrong
+
+
+@pytest.mark.parametrize("faulty", [1, 3])
+def test_a_conversion_with_the_wrong_output_shape_is_redone(
+    capsys, tmp_path: Path, small_keras_file: Path, monkeypatch: pytest.MonkeyPatch, faulty: int
+) -> None:
+    calls: list[int] = []
+
+    def flaky_to_onnx(traced: Any) -> onnx.ModelProto:
+        calls.append(1)
+        model = convert.to_onnx(traced)
+        return _with_extra_axis(model) if len(calls) <= faulty else model
+
+    monkeypatch.setattr(api, "to_onnx", flaky_to_onnx)
+    code, _, err = run(capsys, "convert", small_keras_file, "--repo", tmp_path, "--name", "g")
+    if faulty == 1:  # redone: the entry is written from a good graph
+        assert code == 0, err
+        assert len(calls) == faulty + 1
+        session = ort.InferenceSession(str(tmp_path / "g" / "model.onnx"), providers=["CPUExecutionProvider"])
+        assert session.run(None, {"z": np.zeros((2, 8), np.float32)})[0].shape == (2, 16, 16, 3)
+    else:  # never right: a clear error, nothing written
+        assert code != 0 and "in 3 conversions" in err and "Traceback" not in err
+        assert not (tmp_path / "g").exists()
