@@ -755,6 +755,18 @@ def _generate(client: TestClient, seed: int) -> np.ndarray:
     return np.load(io.BytesIO(r.content)).astype(int)
 
 
+def _serves_the_same_images(changed: Settings, client: TestClient, *, requests: int, edge: int) -> None:
+    """Under `changed`, `requests` concurrent seeded images match `client`'s, and an upscale answers."""
+    with TestClient(create_app(changed)) as serving, ThreadPoolExecutor(min(requests, 6)) as pool:
+        images = list(pool.map(lambda seed: _generate(serving, seed), range(requests)))
+        r = serving.post(
+            "/upscale", content=png_bytes(random_pixels(edge, edge, 3)), headers={"content-type": "image/png"}
+        )
+        assert r.status_code == 200, r.text
+    for seed, image in enumerate(images):
+        assert np.abs(image - _generate(client, seed)).max() <= 1
+
+
 def test_concurrent_http_requests_share_one_batch_and_get_their_own_images(
     settings: Settings, client: TestClient
 ) -> None:
@@ -776,14 +788,7 @@ def test_with_company_while_busy_concurrent_requests_get_the_images_they_get_alo
     settings: Settings, client: TestClient
 ) -> None:
     waiting = settings.model_copy(update={"min_batch_while_busy": 4, "ready_images": 0})
-    with TestClient(create_app(waiting)) as busy, ThreadPoolExecutor(6) as pool:
-        images = list(pool.map(lambda seed: _generate(busy, seed), range(12)))
-        upscaled = busy.post(
-            "/upscale", content=png_bytes(random_pixels(32, 32, 3)), headers={"content-type": "image/png"}
-        )
-        assert upscaled.status_code == 200, upscaled.text
-    for seed, image in enumerate(images):
-        assert np.abs(image - _generate(client, seed)).max() <= 1
+    _serves_the_same_images(waiting, client, requests=12, edge=32)
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_queued_work_still_finishes(settings: Settings) -> None:
@@ -835,14 +840,7 @@ def test_io_binding_runs_give_the_same_images(settings: Settings, client: TestCl
 
 def test_padded_batches_serve_the_same_images(settings: Settings, client: TestClient) -> None:
     padded = settings.model_copy(update={"pad_batches": True, "max_batch_size": 8})
-    with TestClient(create_app(padded)) as serving, ThreadPoolExecutor(3) as pool:
-        images = list(pool.map(lambda seed: _generate(serving, seed), range(3)))
-        r = serving.post(
-            "/upscale", content=png_bytes(random_pixels(40, 40, 3)), headers={"content-type": "image/png"}
-        )
-        assert r.status_code == 200, r.text
-    for seed, image in enumerate(images):
-        assert np.abs(image - _generate(client, seed)).max() <= 1
+    _serves_the_same_images(padded, client, requests=3, edge=40)
 
 
 def test_lone_requests_on_a_session_of_their_own_give_the_same_images(settings: Settings) -> None:
