@@ -99,6 +99,10 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
         "GAN_SERVE_TILE_OVERLAP": "8",
         "GAN_SERVE_WARMUP_BATCH_SIZES": "[1]",
         "GAN_SERVE_LOG_FORMAT": "json",
+        # A deadline far beyond the drain: admission never refuses one of the four upscales on a
+        # loaded host (503 queue_full), so all four are in flight when the signal comes.
+        "GAN_SERVE_INVOCATION_TIMEOUT_S": "3600",
+        "GAN_SERVE_REQUEST_TIMEOUT_S": "3600",
     }
     script = Path(sys.executable).parent / "gan-serve"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
