@@ -25,6 +25,12 @@ Behaviour, in the words a caller needs:
   than streams that finds every stream free goes to ``lone_function`` instead, when there is one
   (`BatchingRunner`: a session with a thread per core), taking one stream. A delay above 0 is an
   operator's request to wait for company, and is honoured.
+* A lone client: when such a request's connection is the server's only open one
+  (`open_connections`, which the HTTP protocol sets for each request), no other request can arrive
+  on it while this one runs, so with ``solo_function`` (`BatchingRunner`: a session whose threads
+  spin while it runs) the request runs in the event loop's own thread, rendering included: no
+  hand-off to a worker and back. Only while such runs of the model (smoothed, rendering included)
+  take at most ``solo_max_ms``, which bounds how long the loop stays blocked for a newcomer.
 * Company while busy: with ``min_batch_while_busy`` above 1, a batch with fewer rows than that
   does not start while another batch of the model runs; it waits for more rows, for that batch
   to end, or for about one batch's time (the smoothed seconds per batch, or ``busy_wait_s``),
@@ -59,11 +65,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -80,6 +87,12 @@ T = TypeVar("T")
 BatchFunction = Callable[[Array], Array]
 #: What a request does with its output rows in the worker thread that computed them (`submit`).
 Finish = Callable[[Array], Any]
+
+#: The open connections of the server the current request came in on, set per request by the HTTP
+#: protocol (`service.http_protocol`): one means the request's client is alone (the solo path).
+open_connections: contextvars.ContextVar[Sized | None] = contextvars.ContextVar(
+    "open_connections", default=None
+)
 
 
 class Observer(Protocol):
@@ -180,6 +193,8 @@ class DynamicBatcher:
         min_batch_while_busy: int = 1,
         busy_wait_s: float | None = None,
         lone_function: BatchFunction | None = None,
+        solo_function: BatchFunction | None = None,
+        solo_max_ms: float = 0.0,
         executor: Executor | None = None,
         name: str = "batcher",
         batch_size_observer: Observer | None = None,
@@ -195,6 +210,8 @@ class DynamicBatcher:
             raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
         self._batch_function = batch_function
         self._lone_function = lone_function
+        self._solo_function = solo_function
+        self.solo_max_s = solo_max_ms / 1000.0
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
         self.max_queue_size = max_queue_size
@@ -222,6 +239,8 @@ class DynamicBatcher:
         self._running: set[asyncio.Future[Any]] = set()
         # Smoothed seconds per batch, for the Retry-After estimate.
         self._batch_seconds = 0.0
+        # Smoothed seconds of a lone or solo request's run and rendering (0: none yet).
+        self._lone_seconds = 0.0
 
     @property
     def queued_requests(self) -> int:
@@ -262,6 +281,8 @@ class DynamicBatcher:
             if self._queue_time_observer is not None:
                 self._queue_time_observer.observe(0.0)
             if self._lone_function is not None and self._busy == 0 and len(rows) < free:
+                if self._solo_now():
+                    return self._run_solo(rows, finish)
                 return await self._run_lone(loop, rows, finish)
             return await self._run_now(loop, rows, free, finish)
         key = (tuple(rows.shape[1:]), rows.dtype.str)
@@ -310,28 +331,61 @@ class DynamicBatcher:
     async def _run_lone(self, loop: asyncio.AbstractEventLoop, rows: Array, finish: Finish | None) -> Any:
         """The fast path on an idle model: the whole request through `lone_function`, on one stream."""
         assert self._lone_function is not None
-        return await self._run_whole(loop, self._lone_function, rows, finish)
+        return await self._run_whole(loop, self._lone_function, rows, finish, timed=True)
+
+    def _solo_now(self) -> bool:
+        """Whether a request on an idle model runs in the loop's thread (see the module doc)."""
+        if self._solo_function is None or not 0.0 < self._lone_seconds <= self.solo_max_s:
+            return False
+        connections = open_connections.get()
+        return connections is not None and len(connections) <= 1
+
+    def _run_solo(self, rows: Array, finish: Finish | None) -> Any:
+        """A lone client's request on an idle model: run and finished here, in the event loop's thread."""
+        assert self._solo_function is not None
+        self._busy += 1
+        if self._batch_size_observer is not None:
+            self._batch_size_observer.observe(len(rows))
+        try:
+            return self._timed_whole(self._solo_function, rows, finish)
+        finally:
+            self._busy -= 1
+            assert self._arrival is not None
+            self._arrival.set()
 
     async def _run_whole(
-        self, loop: asyncio.AbstractEventLoop, function: BatchFunction, rows: Array, finish: Finish | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        function: BatchFunction,
+        rows: Array,
+        finish: Finish | None,
+        *,
+        timed: bool = False,
     ) -> Any:
         """One request as one batch on one stream, finished in the same worker."""
-        run = self._start(loop, function, rows, finish)
+        run = self._start(loop, function, rows, finish, timed=timed)
         # Shielded: a caller that leaves mid-run must not free the stream while its rows still run.
         return await asyncio.shield(run)
 
     def _start(
-        self, loop: asyncio.AbstractEventLoop, function: BatchFunction, batch: Array, finish: Finish | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        function: BatchFunction,
+        batch: Array,
+        finish: Finish | None,
+        *,
+        timed: bool = False,
     ) -> asyncio.Future[Any]:
         """Start one batch on a free stream, in the executor; the stream is freed when it ends.
 
         The run's output is checked in the worker (`BatchOutputMismatch`) and, with `finish`,
-        finished there too.
+        finished there too. `timed`: a lone request's, whose seconds the solo path goes by.
         """
         self._busy += 1
         if self._batch_size_observer is not None:
             self._batch_size_observer.observe(len(batch))
-        run = loop.run_in_executor(self._executor, self._whole, function, batch, finish)
+        whole = self._timed_whole if timed else self._whole
+        run = loop.run_in_executor(self._executor, whole, function, batch, finish)
         self._running.add(run)
         run.add_done_callback(self._batch_finished)
         return run
@@ -410,6 +464,16 @@ class DynamicBatcher:
         output = self._split(function(batch), len(batch), [batch])[0]
         self._count_batch(time.monotonic() - started)
         return output if finish is None else finish(output)
+
+    def _timed_whole(self, function: BatchFunction, batch: Array, finish: Finish | None) -> Any:
+        """`_whole`, its seconds (run and rendering) smoothed into the lone requests' (any thread)."""
+        started = time.monotonic()
+        try:
+            return self._whole(function, batch, finish)
+        finally:
+            seconds = time.monotonic() - started
+            previous = self._lone_seconds or seconds
+            self._lone_seconds = 0.8 * previous + 0.2 * seconds
 
     def _count_batch(self, seconds: float) -> None:
         """Smooth the seconds per batch (Retry-After's estimate); any thread."""
@@ -641,7 +705,9 @@ class BatchingRunner:
     `concurrent_batches` is the model's streams: batches of this model running at once, each a
     concurrent session run (onnxruntime's `run` is thread-safe and releases the GIL). `lone`, when
     given, runs what the batcher's fast path sends it (a request with fewer rows than streams that
-    finds the model idle): on CPU, a second session with a thread per core.
+    finds the model idle): on CPU, a second session with a thread per core. `solo`, when given,
+    runs such a request from a lone client in the event loop's thread while the model's lone runs
+    take at most `solo_max_ms` (the batcher's solo path): on CPU, a third session that spins.
     """
 
     def __init__(
@@ -655,6 +721,8 @@ class BatchingRunner:
         concurrent_batches: int = 1,
         min_batch_while_busy: int = 1,
         lone: SyncModelRunner | None = None,
+        solo: SyncModelRunner | None = None,
+        solo_max_ms: float = 0.0,
         pad_to_buckets: bool = False,
         batch_size_observer: Observer | None = None,
         queue_time_observer: Observer | None = None,
@@ -662,6 +730,7 @@ class BatchingRunner:
         self.card = inner.card
         self.inner = inner
         self.lone = lone
+        self.solo = solo
         self.buckets = batch_buckets(max_batch_size) if pad_to_buckets else ()
         #: Prices requests by this runner's measured batches (padding included, as it is computed).
         self.admission = ModelAdmission(
@@ -675,6 +744,8 @@ class BatchingRunner:
             max_concurrent_batches=concurrent_batches,
             min_batch_while_busy=min_batch_while_busy,
             lone_function=self._run_lone if lone is not None else None,
+            solo_function=self._run_solo if solo is not None else None,
+            solo_max_ms=solo_max_ms,
             executor=executor,
             name=f"model {inner.card.name}",
             batch_size_observer=batch_size_observer,
@@ -712,6 +783,10 @@ class BatchingRunner:
         assert self.lone is not None
         # Not priced into admission: lone runs happen only on an idle model, faster than a stream's.
         return self.lone.run_sync(batch)
+
+    def _run_solo(self, batch: Array) -> Array:
+        assert self.solo is not None
+        return self.solo.run_sync(batch)
 
     def _run_batch(self, batch: Array) -> Array:
         rows = len(batch)

@@ -38,6 +38,8 @@ from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallab
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from service.batching import open_connections
+
 _REASONS = {
     400: b"Bad Request",
     408: b"Request Timeout",
@@ -130,6 +132,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn answers past `limit_concurrency` with its own text/plain 503 app: ours instead.
         if app is service_unavailable:
             app = partial(_too_many_connections, self.limit_concurrency)
+        # The request's task sees the server's connections (copied into its context): the
+        # batcher runs a lone client's request on the event loop's own thread.
+        open_connections.set(self.connections)
         super()._start_asgi_task(cycle, app)
 
     # Timers --------------------------------------------------------------------------------------

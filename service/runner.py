@@ -81,9 +81,10 @@ class SessionRunner:
         #: Hands the session's unused CPU arena memory back (`sessions.release_warmup_memory`);
         #: `IdleMemoryRelease` calls it once the session has been idle a while after running.
         self.release_memory: Callable[[], None] | None = None
-        #: The model's session for requests that find it idle (`sessions.lone_session`), whose
-        #: memory is handed back with this one's.
+        #: The model's session for requests that find it idle (`sessions.lone_session`), and the
+        #: one for a lone client's requests (spinning), whose memory is handed back with this one's.
         self.lone: SessionRunner | None = None
+        self.solo: SessionRunner | None = None
         self._activity = threading.Lock()
         self._in_flight = 0
         self._last_finished = 0.0
@@ -145,9 +146,12 @@ class SessionRunner:
     def release_if_idle(self, idle_s: float) -> bool:
         """Hand the arena's unused memory back if the session ran, then sat idle `idle_s`; say if it did.
 
-        The lone session, if any, is checked on its own: it is idle whenever the streams are busy.
+        The lone and solo sessions, if any, are checked on their own: they idle while the streams run.
         """
-        released = self.lone.release_if_idle(idle_s) if self.lone is not None else False
+        released = False
+        for other in (self.lone, self.solo):
+            if other is not None and other.release_if_idle(idle_s):
+                released = True
         if self.release_memory is None:
             return released
         with self._activity:

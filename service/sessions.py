@@ -136,22 +136,28 @@ def load_model(
     check_card(card, opened.session)
     opened = widen_on_cpu(entry, opened, settings)
     lone = lone_session(entry, opened, settings)
-    session_runner, runner, warm, buckets = make_runner(opened, card, settings, executor, metrics, lone)
+    solo = lone_session(entry, opened, settings, spin=True) if lone is not None else None
+    session_runner, runner, warm, buckets = make_runner(opened, card, settings, executor, metrics, lone, solo)
     warmup_ms = warm_up(warm, settings, buckets)
-    lone_runner = session_runner.lone
-    if lone_runner is not None:
+    # The lone and solo sessions, each with its runner (present together or not at all).
+    companions = [
+        (other, other_runner)
+        for other, other_runner in ((lone, session_runner.lone), (solo, session_runner.solo))
+        if other is not None and other_runner is not None
+    ]
+    for _, other_runner in companions:
         # One small run sets the session up and leaves its arena small.
-        warmup_ms += warm_up(lone_runner, settings, (), [_smallest_input(card)])
+        warmup_ms += warm_up(other_runner, settings, (), [_smallest_input(card)])
     release_warmup_memory(opened, card, settings)
     if not opened.on_cuda and cpu_mem_arena(settings, card.kind):
         session_runner.release_memory = partial(release_warmup_memory, opened, card, settings)
-        if lone is not None and lone_runner is not None:
-            lone_runner.release_memory = partial(release_warmup_memory, lone, card, settings)
+        for other, other_runner in companions:
+            other_runner.release_memory = partial(release_warmup_memory, other, card, settings)
     if metrics is not None:
         # Observed from here on: warm-up runs are not requests.
         session_runner.run_observer = metrics.inference_seconds.labels(card.name)
-        if lone_runner is not None:
-            lone_runner.run_observer = session_runner.run_observer
+        for _, other_runner in companions:
+            other_runner.run_observer = session_runner.run_observer
     cpu_nodes = cpu_placement(opened, card)
     log.info(
         "model %s (%s) on %s%s, warm-up %.1f ms",
@@ -302,6 +308,7 @@ def _session(
     *,
     profile: bool = False,
     threads: int | None = None,
+    spin: bool = False,
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if profile:
@@ -310,8 +317,11 @@ def _session(
     on_cuda = any(isinstance(p, tuple) and p[0] == CUDA for p in providers)
     options.intra_op_num_threads = threads or settings.session_threads(on_cuda)
     # Idle intra-op threads would spin for a while after each run, stealing the cores that HTTP
-    # parsing and image encoding need on a small CPU host.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # parsing and image encoding need on a small CPU host. With `spin` (the solo session) they
+    # spin between the run's parallel sections, not sleep, and stop when the run ends.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     options.enable_cpu_mem_arena = cpu_mem_arena(settings, entry.card.kind)
     options.log_severity_level = 3
     try:
@@ -322,16 +332,20 @@ def _session(
         raise ModelLoadError(f"model entry {entry.card.name}: onnxruntime cannot load {what}: {exc}") from exc
 
 
-def lone_session(entry: EntryFiles, opened: OpenedSession, settings: Settings) -> OpenedSession | None:
+def lone_session(
+    entry: EntryFiles, opened: OpenedSession, settings: Settings, *, spin: bool = False
+) -> OpenedSession | None:
     """A second CPU session with a thread per core, for requests that find their model idle.
 
     Only where the streams' sessions have fewer threads than there are cores, and the model is
     batched (`Settings.lone_threads`). Its arena is handed back when it idles, as the streams' is.
+    With `spin`, the third: the solo session (`Settings.solo_threads`), whose threads spin while
+    it runs, for a lone client's requests that the batcher runs on the event loop's thread.
     """
-    threads = settings.lone_threads(opened.on_cuda)
+    threads = (settings.solo_threads if spin else settings.lone_threads)(opened.on_cuda)
     if not threads or not settings.batching or entry.card.input_shape[0] is not None:
         return None
-    session = _session(entry, opened.model, [CPU], settings, threads=threads)
+    session = _session(entry, opened.model, [CPU], settings, threads=threads, spin=spin)
     return OpenedSession(
         session, opened.path, False, session.get_providers(), False, opened.graph, opened.wide_convs
     )
@@ -448,10 +462,12 @@ def make_runner(
     executor: Executor,
     metrics: ServiceMetrics | None,
     lone: OpenedSession | None = None,
+    solo: OpenedSession | None = None,
 ) -> tuple[SessionRunner, ModelRunner, SyncModelRunner, tuple[int, ...]]:
     """The session's runner, the runner requests use, the one to warm up, and its padded batch sizes.
 
-    `lone` (`lone_session`) becomes the batching runner's runner for requests on an idle model.
+    `lone` (`lone_session`) becomes the batching runner's runner for requests on an idle model,
+    `solo` (`lone_session(spin=True)`) its runner for those of a lone client.
     """
     on_cuda = opened.on_cuda
     io_binding = on_cuda if settings.io_binding is None else settings.io_binding
@@ -469,6 +485,8 @@ def make_runner(
         return session_runner, session_runner, session_runner, ()
     if lone is not None:
         session_runner.lone = SessionRunner(lone.session, card, executor)
+    if solo is not None:
+        session_runner.solo = SessionRunner(solo.session, card, executor)
     batching = BatchingRunner(
         session_runner,
         executor,
@@ -479,6 +497,8 @@ def make_runner(
         # Tiles cost the same per tile in any batch (srgan-x4: 91 ms alone, 93 in twos): no wait.
         min_batch_while_busy=settings.min_batch_while_busy if card.kind == "generator" else 1,
         lone=session_runner.lone,
+        solo=session_runner.solo,
+        solo_max_ms=settings.solo_inline_max_ms,
         pad_to_buckets=on_cuda if settings.pad_batches is None else settings.pad_batches,
         batch_size_observer=metrics.batch_size.labels(card.name) if metrics else None,
         queue_time_observer=metrics.queue_wait_seconds.labels(card.name) if metrics else None,

@@ -116,6 +116,14 @@ class Settings(BaseSettings):
         description="on CPU, a request that finds its model idle runs on a second session with a thread "
         "per core (when the streams have fewer); off: one session per model, less memory",
     )
+    solo_inline_max_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=1000,
+        description="on CPU, a request from the server's only open connection that finds its model idle "
+        "runs in the event loop's own thread, on a third session whose threads spin during the run, "
+        "when such runs of the model take under this many ms (0: off, no third session)",
+    )
     cpu_mem_arena_generator: bool = Field(
         default=True,
         description="generators keep onnxruntime's CPU memory arena between runs (off: less memory, slower)",
@@ -407,6 +415,10 @@ class Settings(BaseSettings):
         if on_cuda or not self.lone_runs_all_cores or self.session_threads(on_cuda) >= cpu_cores():
             return 0
         return cpu_cores()
+
+    def solo_threads(self, on_cuda: bool) -> int:
+        """Threads of the session for a lone client's requests (`solo_inline_max_ms`); 0: none."""
+        return self.lone_threads(on_cuda) if self.solo_inline_max_ms > 0 else 0
 
     @property
     def inference_threads(self) -> int:

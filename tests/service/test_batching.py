@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from service.app import create_app
-from service.batching import BatchingRunner, DynamicBatcher, batch_buckets
+from service.batching import BatchingRunner, DynamicBatcher, batch_buckets, open_connections
 from service.card import read_card
 from service.errors import (
     BatcherClosed,
@@ -498,6 +498,98 @@ async def test_a_request_finding_the_model_idle_with_fewer_rows_than_streams_run
     await batcher.close()
 
 
+def solo_batcher(
+    streams: Recorder, lone: Recorder, solo: Recorder, solo_max_ms: float = 1000.0
+) -> DynamicBatcher:
+    executor = ThreadPoolExecutor(2, thread_name_prefix="stream")
+    return DynamicBatcher(
+        streams,
+        max_batch_size=64,
+        max_queue_delay_ms=0,
+        max_concurrent_batches=2,
+        lone_function=lone,
+        solo_function=solo,
+        solo_max_ms=solo_max_ms,
+        executor=executor,
+    )
+
+
+async def test_a_lone_clients_request_runs_on_the_solo_function_in_the_event_loops_thread() -> None:
+    streams, lone, solo = Recorder(), Recorder(), Recorder()
+    batcher = solo_batcher(streams, lone, solo)
+    finish = Finisher()
+    token = open_connections.set({"the client's connection"})
+    try:
+        x, y = rows(1), rows(1, start=4)
+        # The first lone request runs on the lone function, in a worker: it times such runs.
+        assert await asyncio.wait_for(batcher.submit(x, finish), HANG) == (1, float((x * 2 + 1).sum()))
+        await wait_until(batcher.idle)
+        # From then on the lone client's requests run where they are awaited, finished there too.
+        assert await asyncio.wait_for(batcher.submit(y, finish), HANG) == (1, float((y * 2 + 1).sum()))
+        np.testing.assert_array_equal(await asyncio.wait_for(batcher.submit(x), HANG), x * 2.0 + 1.0)
+    finally:
+        open_connections.reset(token)
+    assert lone.sizes == [1] and solo.sizes == [1, 1] and streams.sizes == []
+    assert finish.threads[0].startswith("stream") and finish.threads[1] == threading.current_thread().name
+    assert batcher.idle()
+    await batcher.close()
+
+
+async def test_with_other_connections_open_or_slow_runs_a_lone_request_stays_off_the_event_loop() -> None:
+    streams, lone, solo = Recorder(), Recorder(), Recorder()
+    batcher = solo_batcher(streams, lone, solo)
+    token = open_connections.set({"this client", "another client"})
+    try:
+        for start in range(3):
+            x = rows(1, start=start)
+            np.testing.assert_array_equal(await asyncio.wait_for(batcher.submit(x), HANG), x * 2.0 + 1.0)
+            await wait_until(batcher.idle)
+    finally:
+        open_connections.reset(token)
+    # A request that did not come over HTTP (no connections known) is no lone client's either.
+    np.testing.assert_array_equal(await asyncio.wait_for(batcher.submit(rows(1)), HANG), rows(1) * 2 + 1)
+    assert lone.sizes == [1, 1, 1, 1] and solo.sizes == []
+    await batcher.close()
+    # Runs slower than the bound keep a lone client's requests in the workers too.
+    streams, lone, solo = Recorder(), Recorder(), Recorder()
+    slow = solo_batcher(streams, lone, solo, solo_max_ms=1e-6)
+    token = open_connections.set({"the client's connection"})
+    try:
+        for start in range(3):
+            await asyncio.wait_for(slow.submit(rows(1, start=start)), HANG)
+            await wait_until(slow.idle)
+    finally:
+        open_connections.reset(token)
+    assert lone.sizes == [1, 1, 1] and solo.sizes == []
+    await slow.close()
+
+
+async def test_a_lone_client_on_a_busy_model_goes_to_a_stream_and_a_failing_solo_run_fails_alone() -> None:
+    streams, lone, solo = Recorder(fail_on_nan=True), Recorder(), Recorder(fail_on_nan=True)
+    batcher = solo_batcher(streams, lone, solo)
+    token = open_connections.set({"the client's connection"})
+    try:
+        await asyncio.wait_for(batcher.submit(rows(1)), HANG)  # times the lone runs
+        await wait_until(batcher.idle)
+        streams.gate.clear()
+        busy = asyncio.create_task(batcher.submit(rows(2)))  # one row on each stream
+        await wait_until(lambda: len(streams.batches) == 2)
+        queued = asyncio.create_task(batcher.submit(rows(1, start=7)))
+        await wait_until(lambda: batcher.queued_requests == 1)
+        streams.gate.set()
+        await asyncio.wait_for(asyncio.gather(busy, queued), HANG)
+        await wait_until(batcher.idle)
+        with pytest.raises(ValueError, match="NaN"):
+            await asyncio.wait_for(batcher.submit(np.full((1, 3), np.nan, np.float32)), HANG)
+        x = rows(1, start=3)
+        np.testing.assert_array_equal(await asyncio.wait_for(batcher.submit(x), HANG), x * 2.0 + 1.0)
+    finally:
+        open_connections.reset(token)
+    assert streams.sizes == [1, 1, 1] and lone.sizes == [1] and solo.sizes == [1, 1]
+    assert batcher.idle()
+    await batcher.close()
+
+
 async def test_a_lone_request_whose_output_has_the_wrong_row_count_fails_clearly() -> None:
     def drops_a_row(batch: np.ndarray) -> np.ndarray:
         return batch[1:] if len(batch) > 2 else batch * 2.0 + 1.0
@@ -641,6 +733,9 @@ def test_the_streams_default_to_one_per_core_on_cpu_and_lone_requests_get_every_
     assert one_stream.lone_threads(on_cuda=False) == 0  # its stream has every core already
     assert Settings(concurrent_batches=2, intra_op_threads=3).session_threads(on_cuda=False) == 3
     assert Settings(lone_runs_all_cores=False).lone_threads(on_cuda=False) == 0
+    assert auto.solo_threads(on_cuda=False) == auto.lone_threads(on_cuda=False)
+    assert auto.solo_threads(on_cuda=True) == 0
+    assert Settings(solo_inline_max_ms=0).solo_threads(on_cuda=False) == 0
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,16 @@ the cases run in seconds: headers 8 KiB / 50 fields, header timeout 1 s, body ti
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.service.conftest import RGB_GENERATOR
+from tests.service.live_server import serving
 
 pytestmark = pytest.mark.xdist_group("service-hostile-protocol")
 
@@ -36,12 +33,6 @@ ROUTES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def address(repo: Path) -> Iterator[tuple[str, int]]:
     with serving(
@@ -53,37 +44,6 @@ def address(repo: Path) -> Iterator[tuple[str, int]]:
         GAN_SERVE_MAX_BODY_BYTES=str(MAX_BODY),
     ) as served:
         yield served
-
-
-@contextmanager
-def serving(repo: Path, **settings: str) -> Iterator[tuple[str, int]]:
-    """`gan-serve` on the test repository with these GAN_SERVE_* settings, until the block ends."""
-    port = _free_port()
-    env = {**os.environ, "GAN_SERVE_WARMUP_BATCH_SIZES": "[1]", **settings}
-    script = Path(sys.executable).parent / "gan-serve"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
-    process = subprocess.Popen(
-        [*command, "--models", str(repo), "--port", str(port), "--device", "cpu"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"gan-serve exited: {process.stderr.read() if process.stderr else ''}")
-        time.sleep(0.2)
-    try:
-        yield "127.0.0.1", port
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def exchange(address: tuple[str, int], *parts: bytes, pause: float = 0.0, timeout: float = 10.0) -> bytes:
