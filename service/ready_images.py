@@ -18,6 +18,7 @@ largest none).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -102,8 +103,11 @@ class ReadyImages:
             or not self.model.runner.idle()
         ):
             return
+        # In a context of its own: a refill is no request, and never runs on the event loop's
+        # thread the way a lone client's request may (the batcher's solo path), which would hold
+        # up the requests that the images it makes are for.
         self._task = asyncio.get_running_loop().create_task(
-            self._refill(), name=f"ready images {self.model.name}"
+            self._refill(), name=f"ready images {self.model.name}", context=contextvars.Context()
         )
 
     async def close(self) -> None:

@@ -8,18 +8,22 @@ request; anything more specific never comes from there; and with the setting at 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.batching import open_connections
 from service.card import ModelCard
-from service.ready_images import MAX_BYTES, ready_capacity
+from service.ready_images import MAX_BYTES, ReadyImages, ready_capacity
 from service.settings import Settings
 from tests.service.conftest import FLAT_GENERATOR, RGB_GENERATOR
 from tests.service.onnx_models import write_conditional_entry
@@ -153,3 +157,44 @@ def test_large_images_are_held_ready_in_fewer_numbers_and_upscalers_never() -> N
     assert ready_capacity(card("generator", 4096), 16) == 0
     assert ready_capacity(card("generator", 64, batch=1), 16) == 0
     assert ready_capacity(card("upscaler", 64), 16) == 0
+
+
+class _ContextSpy:
+    """A model runner that notes, at each run, which connections the running task says it came on."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.card = inner.card
+        self.seen: list[object] = []
+
+    def idle(self) -> bool:
+        return bool(self.inner.idle())
+
+    async def run_finished(self, inputs: np.ndarray, finish: Any) -> Any:
+        self.seen.append(open_connections.get())
+        return await self.inner.run_finished(inputs, finish)
+
+
+def test_images_are_made_ahead_outside_the_request_that_woke_the_refill(settings: Settings) -> None:
+    # A lone client's request may run on the event loop's thread (the batcher's solo path); a
+    # refill it wakes must not, or the client's next request waits for images made for it.
+    with TestClient(create_app(settings.model_copy(update={"ready_images": 0}))) as client:
+        model = client.app.state.service.repository.models[RGB_GENERATOR]  # type: ignore[attr-defined]
+        spy = _ContextSpy(model.runner)
+        supply = ReadyImages(dataclasses.replace(model, runner=spy), 2)
+
+        async def woken_by_a_lone_clients_request() -> None:
+            token = open_connections.set({"the client's connection"})
+            try:
+                supply.wake()
+            finally:
+                open_connections.reset(token)
+            deadline = time.monotonic() + HANG
+            while len(supply) < 2:
+                assert time.monotonic() < deadline, "the refill never made its images"
+                await asyncio.sleep(0.01)
+            await supply.close()
+
+        assert client.portal is not None
+        client.portal.call(woken_by_a_lone_clients_request)
+    assert spy.seen and all(seen is None for seen in spy.seen)
