@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         le=1000,
         description="on CPU, a request from the server's only open connection that finds its model idle "
         "runs in the event loop's own thread, on a third session whose threads spin during the run, "
-        "when such runs of the model take under this many ms (0: off, no third session)",
+        "while such runs of the model take at most this many ms (0: off, no third session)",
     )
     cpu_mem_arena_generator: bool = Field(
         default=True,

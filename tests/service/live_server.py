@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -24,7 +25,7 @@ def _free_port() -> int:
 @contextmanager
 def serving(repo: Path, **settings: str) -> Iterator[tuple[str, int]]:
     """`gan-serve` on the test repository with these GAN_SERVE_* settings, until the block ends."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GAN_SERVE_WARMUP_BATCH_SIZES": "[1]", **settings}
     script = Path(sys.executable).parent / "gan-serve"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]

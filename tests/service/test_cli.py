@@ -6,7 +6,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import pytest
 
 from service.cli import main
 from tests.service.conftest import GRAY_GENERATOR, UPSCALER
+from tests.service.live_server import free_port
 from tests.service.sample_images import open_image, png_bytes, random_pixels
 
 
@@ -51,12 +51,6 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert caught.value.code == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _command() -> list[str]:
     script = Path(sys.executable).parent / "gan-serve"
     return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
@@ -65,7 +59,7 @@ def _command() -> list[str]:
 @pytest.fixture(scope="module")
 def server(repo: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """`gan-serve serve` on a free port, ready; SIGTERM-ed by the test that ends it."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GAN_SERVE_TILE_SIZE": "16",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.service.conftest import RGB_GENERATOR
+from tests.service.live_server import free_port
 from tests.service.onnx_models import conv_generator, graph_model, write_entry, write_upscaler_entry
 from tests.service.sample_images import open_image, png_bytes
 
@@ -66,12 +66,6 @@ def slow_upscaler(name: str, layers: int = 8, width: int = 64) -> onnx.ModelProt
     return graph_model(name, nodes, inputs, outputs, weights)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     """`gan-serve` with the slow upscaler and a small generator, ready; the test SIGTERMs it."""
@@ -91,7 +85,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
         width=16,
         latent_size=16,
     )
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GAN_SERVE_SHUTDOWN_TIMEOUT": str(DRAIN_S),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from service.app import create_app
 from service.errors import ModelsDirMissing, StartupError
 from service.settings import Settings
 from tests.service.conftest import FLAT_GENERATOR, GRAY_GENERATOR, RGB_GENERATOR, UPSCALER
+from tests.service.live_server import free_port
 from tests.service.onnx_models import write_conditional_entry
 from tests.service.sample_images import png_bytes, random_pixels
 
@@ -275,12 +275,6 @@ def test_honest_cards_start_and_serve(small_repo: Path, repo: Path) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.get("/health/ready").status_code == 200
         assert client.post("/generate", json={"model": "digits", "label": 3}).status_code == 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_gan_serve_refuses_a_lying_card_in_one_line(small_repo: Path) -> None:

@@ -30,6 +30,7 @@ from service.app import create_app
 from service.deps import get_settings
 from service.settings import Settings
 from tests.service.conftest import RGB_GENERATOR, UPSCALER, build_repository
+from tests.service.live_server import free_port
 from tests.service.onnx_models import graph_model, write_upscaler_entry
 from tests.service.sample_images import png_bytes
 
@@ -297,16 +298,10 @@ def test_the_deadline_follows_the_sagemaker_mode() -> None:
 # --- A client that leaves: its tiles are dropped, logged 499 -------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(slow_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A real gan-serve on a socket over the slow repository: its base URL and its log file."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("gan-serve-log") / "stderr.log"
     env = {**os.environ, "GAN_SERVE_WARMUP_BATCH_SIZES": "[1]", "GAN_SERVE_LOG_FORMAT": "text"}
     script = Path(sys.executable).parent / "gan-serve"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from tests.service.conftest import (
     RGB_LATENT,
     UPSCALER,
 )
+from tests.service.live_server import free_port
 from tests.service.onnx_models import write_conditional_entry
 from tests.service.sample_images import png_bytes, random_pixels
 
@@ -57,17 +57,11 @@ def v2_settings(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Setting
     return Settings(models_dir=models, tile_size=32, tile_overlap=12, max_n=16, warmup_batch_sizes=[1])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(v2_settings: Settings) -> Iterator[str]:
     """`host:port` of the app served by uvicorn in a thread, ready."""
     config = uvicorn.Config(
-        create_app(v2_settings), host="127.0.0.1", port=_free_port(), log_config=None, access_log=False
+        create_app(v2_settings), host="127.0.0.1", port=free_port(), log_config=None, access_log=False
     )
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
