@@ -191,11 +191,10 @@ def _export(source: SourceModel, repo: Path, name: str, opts: _Options) -> Model
         progress.note(hint)
     inputs = probe_inputs(source, spec.input_range)
     with progress.step("Converting to ONNX (tf2onnx)"):
-        model = _converted(source, traced, inputs[0])
+        model, converted = _converted(source, traced, inputs[0])
     width = spec.output_range[1] - spec.output_range[0]
     abs_tolerance = opts.tolerance * width
-    converted = OnnxRunner(model)
-    for x in inputs:  # fail here with a clear message rather than inside a graph pass
+    for x in inputs[1:]:  # the first ran in `_converted`; fail here rather than inside a graph pass
         _run_probe(converted, x, source)
 
     with progress.step("Graph passes"):
@@ -368,8 +367,10 @@ def _run_passes(
 CONVERT_ATTEMPTS = 3
 
 
-def _converted(source: SourceModel, traced: TracedGraph, probe: np.ndarray) -> onnx.ModelProto:
-    """`to_onnx(traced)`, checked: on `probe` the graph's output has the source model's shape.
+def _converted(
+    source: SourceModel, traced: TracedGraph, probe: np.ndarray
+) -> tuple[onnx.ModelProto, OnnxRunner]:
+    """`to_onnx(traced)` and its runner, checked: on `probe` the output has the source model's shape.
 
     The conversion is not deterministic: of 12 conversions of the same keras-io ESPCN (a tf.keras 2
     file, `tf.nn.depth_to_space` as its last layer) in one process, 2 lost the graph's final
@@ -381,12 +382,13 @@ def _converted(source: SourceModel, traced: TracedGraph, probe: np.ndarray) -> o
         if attempt:
             traced = trace(source)
         model = to_onnx(traced)
+        runner = OnnxRunner(model)
         # The graph first: a model that fails on the probe is refused with the graph's own words.
-        got = _run_probe(OnnxRunner(model), probe, source).shape
+        got = _run_probe(runner, probe, source).shape
         if expected is None:
             expected = source.predict(probe).shape
         if got == expected:
-            return model
+            return model, runner
     raise ExportError(
         f"internal error: the converted graph answers an input of shape {list(probe.shape)} with shape "
         f"{list(got)} where the model answers {list(expected or ())}, in {CONVERT_ATTEMPTS} conversions"

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -19,7 +18,7 @@ import pytest
 
 from service.cli import main
 from tests.service.conftest import GRAY_GENERATOR, UPSCALER
-from tests.service.live_server import free_port
+from tests.service.live_server import free_port, gan_serve_command, wait_ready
 from tests.service.sample_images import open_image, png_bytes, random_pixels
 
 
@@ -51,11 +50,6 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert caught.value.code == 2
 
 
-def _command() -> list[str]:
-    script = Path(sys.executable).parent / "gan-serve"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
-
-
 @pytest.fixture(scope="module")
 def server(repo: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """`gan-serve serve` on a free port, ready; SIGTERM-ed by the test that ends it."""
@@ -67,23 +61,14 @@ def server(repo: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
         "GAN_SERVE_LOG_FORMAT": "json",
     }
     process = subprocess.Popen(
-        [*_command(), "serve", "--models", str(repo), "--port", str(port), "--device", "cpu"],
+        [*gan_serve_command(), "serve", "--models", str(repo), "--port", str(port), "--device", "cpu"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"gan-serve exited: {process.stderr.read() if process.stderr else ''}")
-        time.sleep(0.2)
+    wait_ready(process, url, lambda: process.stderr.read() if process.stderr else "")
     yield process, url
     if process.poll() is None:
         process.kill()

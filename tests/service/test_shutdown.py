@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.service.conftest import RGB_GENERATOR
-from tests.service.live_server import free_port
+from tests.service.live_server import free_port, gan_serve_command, wait_ready
 from tests.service.onnx_models import conv_generator, graph_model, write_entry, write_upscaler_entry
 from tests.service.sample_images import open_image, png_bytes
 
@@ -98,28 +97,17 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
         "GAN_SERVE_INVOCATION_TIMEOUT_S": "3600",
         "GAN_SERVE_REQUEST_TIMEOUT_S": "3600",
     }
-    script = Path(sys.executable).parent / "gan-serve"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
     log = tmp_path / "stderr.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [*command, "--models", str(models), "--port", str(port), "--device", "cpu"],
+            [*gan_serve_command(), "--models", str(models), "--port", str(port), "--device", "cpu"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             text=True,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"gan-serve exited: {log.read_text()}")
-        time.sleep(0.2)
+    wait_ready(process, url, log.read_text)
     yield process, url, log
     if process.poll() is None:
         process.kill()

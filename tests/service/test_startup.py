@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from service.app import create_app
 from service.errors import ModelsDirMissing, StartupError
 from service.settings import Settings
 from tests.service.conftest import FLAT_GENERATOR, GRAY_GENERATOR, RGB_GENERATOR, UPSCALER
-from tests.service.live_server import free_port
+from tests.service.live_server import free_port, gan_serve_command
 from tests.service.onnx_models import write_conditional_entry
 from tests.service.sample_images import png_bytes, random_pixels
 
@@ -279,10 +278,8 @@ def test_honest_cards_start_and_serve(small_repo: Path, repo: Path) -> None:
 
 def test_gan_serve_refuses_a_lying_card_in_one_line(small_repo: Path) -> None:
     lie(small_repo / RGB_GENERATOR, height=32, output_shape=[None, 32, 16, 3])
-    script = Path(sys.executable).parent / "gan-serve"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
     done = subprocess.run(
-        [*command, "--models", str(small_repo), "--port", str(free_port()), "--device", "cpu"],
+        [*gan_serve_command(), "--models", str(small_repo), "--port", str(free_port()), "--device", "cpu"],
         capture_output=True,
         text=True,
         timeout=120,

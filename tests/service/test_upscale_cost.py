@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +29,7 @@ from service.app import create_app
 from service.deps import get_settings
 from service.settings import Settings
 from tests.service.conftest import RGB_GENERATOR, UPSCALER, build_repository
-from tests.service.live_server import free_port
+from tests.service.live_server import free_port, gan_serve_command, wait_ready
 from tests.service.onnx_models import graph_model, write_upscaler_entry
 from tests.service.sample_images import png_bytes
 
@@ -304,26 +303,15 @@ def server(slow_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     port = free_port()
     log_path = tmp_path_factory.mktemp("gan-serve-log") / "stderr.log"
     env = {**os.environ, "GAN_SERVE_WARMUP_BATCH_SIZES": "[1]", "GAN_SERVE_LOG_FORMAT": "text"}
-    script = Path(sys.executable).parent / "gan-serve"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [*command, "--models", str(slow_repo), "--port", str(port), "--device", "cpu"],
+            [*gan_serve_command(), "--models", str(slow_repo), "--port", str(port), "--device", "cpu"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + HANG
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"gan-serve exited: {log_path.read_text()}")
-        time.sleep(0.2)
+    wait_ready(process, url, log_path.read_text, timeout=HANG)
     yield url, log_path
     process.terminate()
     process.wait(30)
